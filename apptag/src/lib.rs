@@ -1,0 +1,8 @@
+//! apptag: capture packets and tag each one with the local application that sent or
+//! received it.
+//!
+//! Data flows one way: [`capture`] -> [`attribution`] (merge) -> [`pcapng`] writer; the
+//! offline side reads files back through [`pcapng`] into [`report`].
+
+pub mod model;
+pub mod probes;

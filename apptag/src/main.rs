@@ -1,0 +1,4 @@
+fn main() {
+    let obj = apptag::probes::KERNEL_OBJECT;
+    println!("{}", obj.len());
+}

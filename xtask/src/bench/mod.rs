@@ -1,0 +1,22 @@
+//! Benchmarks. Each compares apptag with the tool a user would otherwise pick, on the same
+//! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
+use anyhow::{Result, bail};
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Name {
+    /// pcapng writer throughput (issue: pcapng output).
+    Pcapng,
+    /// Attribution of short-lived processes, eBPF vs procfs (issue: attribution).
+    Attribution,
+    /// Live capture on a veth pair, apptag vs tcpdump (issue: live capture).
+    Capture,
+    /// `apptag report` on a multi-GB capture vs tshark (issue: application view).
+    Report,
+}
+
+pub fn run(name: Name, _args: &[String]) -> Result<()> {
+    match name {
+        other => bail!("benchmark {other:?} is not written yet"),
+    }
+}

@@ -1,0 +1,74 @@
+//! Developer and user tasks for apptag: `cargo xtask setup|build|run|test|bench`.
+//!
+//! Everything a fresh machine lacks is installed by `setup`, which the other commands call
+//! first, so `cargo xtask test` and `cargo xtask run` work on a clean clone.
+
+mod bench;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run, test and benchmark apptag")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks: rust-src, bpf-linker (built against LLVM 22) and the
+    /// Debian packages the tests and benchmarks use. Idempotent; seconds when all is there.
+    Setup,
+    /// Build apptag (release) with its embedded kernel programs.
+    Build,
+    /// Build and run apptag as root: `cargo xtask run -- -i lo -w out.pcapng`.
+    Run {
+        /// Arguments passed to apptag.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the unit tests, then the integration tests that load the kernel programs as root.
+    Test {
+        /// Only run tests whose name contains this string.
+        filter: Option<String>,
+        /// Skip the format and clippy checks.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Run a benchmark and print its table (see docs/BENCHMARKS.md).
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        name: bench::Name,
+        /// Extra arguments for the benchmark.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Build => {
+            setup::ensure()?;
+            util::build_release()
+        }
+        Cmd::Run { args } => {
+            setup::ensure()?;
+            util::build_release()?;
+            util::run_apptag(&args)
+        }
+        Cmd::Test { filter, no_lint } => {
+            setup::ensure()?;
+            util::test(filter.as_deref(), !no_lint)
+        }
+        Cmd::Bench { name, args } => {
+            setup::ensure()?;
+            bench::run(name, &args)
+        }
+    }
+}

@@ -1,0 +1,114 @@
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn cmd_ok(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+pub fn build_release() -> Result<()> {
+    run_cmd(cargo().args(["build", "--release", "--package", "apptag"]))
+}
+
+pub fn apptag_bin() -> PathBuf {
+    root().join("target/release/apptag")
+}
+
+pub fn run_apptag(args: &[String]) -> Result<()> {
+    let bin = apptag_bin();
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&bin);
+        c
+    };
+    let status = cmd
+        .args(args)
+        .status()
+        .with_context(|| format!("could not start {}", bin.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
+    if lint {
+        run_cmd(cargo().args(["fmt", "--all", "--check"]))
+            .context("code is not formatted: run `cargo fmt --all`")?;
+    }
+    // Unit tests, doc tests and the integration-test crate. The integration tests need root
+    // to load programs; when not root they run under sudo.
+    let mut args = vec!["test", "--workspace"];
+    if let Some(f) = filter {
+        args.push("--");
+        args.push(f);
+    }
+    if is_root() {
+        run_cmd(cargo().args(&args))?;
+    } else {
+        let cargo_path = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run_cmd(
+            Command::new("sudo")
+                .arg("-E")
+                .arg(format!(
+                    "PATH={}",
+                    std::env::var("PATH").unwrap_or_default()
+                ))
+                .arg(cargo_path)
+                .args(&args)
+                .current_dir(root()),
+        )?;
+    }
+    if lint {
+        run_cmd(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .context("clippy found problems")?;
+    }
+    Ok(())
+}
