@@ -16,7 +16,10 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Cmd {}
+enum Cmd {
+    /// Which applications used the network in a capture: how much, with whom and when.
+    Report(apptag::report::cli::ReportArgs),
+}
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -27,6 +30,13 @@ fn main() -> Result<()> {
                 "kernel object: {} bytes",
                 apptag::probes::KERNEL_OBJECT.len()
             );
+            Ok(())
+        }
+        Some(Cmd::Report(args)) => {
+            let report = apptag::report::cli::run(&args)?;
+            if let Some(p) = report.problems.first() {
+                anyhow::bail!("the capture is damaged at byte {}: {}", p.offset, p.message);
+            }
             Ok(())
         }
     }
