@@ -753,3 +753,162 @@ impl Aggregator {
         idx
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Provenance, SocketRecord};
+
+    fn tcp_frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend([0x08, 0x00, 0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend(src);
+        f.extend(dst);
+        f.extend(sp.to_be_bytes());
+        f.extend(dp.to_be_bytes());
+        f.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        f
+    }
+
+    fn packet(data: &[u8], ts: u64, pid: u32, direction: Direction) -> Packet<'_> {
+        Packet {
+            ts_ns: ts,
+            interface: 0,
+            orig_len: data.len() as u32 + 100,
+            data,
+            direction,
+            pid,
+            tid: pid,
+        }
+    }
+
+    fn socket(
+        local: &str,
+        lport: u16,
+        remote: &str,
+        rport: u16,
+        first: u64,
+        last: u64,
+        pid: u32,
+    ) -> SocketRecord {
+        SocketRecord {
+            local_addr: local.parse().unwrap(),
+            local_port: lport,
+            remote_addr: remote.parse().unwrap(),
+            remote_port: rport,
+            protocol: proto::TCP,
+            first_ns: first,
+            last_ns: last,
+            packets_in: 0,
+            packets_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            cookie: 0,
+            pid,
+            provenance: Provenance::SockDiag,
+            attributed_ns: 1000,
+        }
+    }
+
+    fn app(name: &str, pids: &[u32], sockets: Vec<SocketRecord>) -> AppRecord {
+        AppRecord {
+            name: name.into(),
+            pids: pids.to_vec(),
+            sockets,
+            ..Default::default()
+        }
+    }
+
+    fn line_of(agg: &Aggregator, name: &str) -> Counters {
+        agg.lines
+            .iter()
+            .find(|l| matches!(&l.kind, LineKind::App(a) if a.name == name))
+            .map(|l| l.counters)
+            .unwrap_or_default()
+    }
+
+    fn unattributed(agg: &Aggregator, r: Reason) -> u64 {
+        agg.lines
+            .iter()
+            .find(|l| l.kind == LineKind::Unattributed(r))
+            .map(|l| l.counters.packets())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn pid_then_socket_then_reason() {
+        let mut meta = Metadata::default();
+        meta.add_apps(vec![
+            app(
+                "curl",
+                &[100],
+                vec![socket("10.0.0.1", 40000, "192.0.2.9", 443, 2000, 5000, 100)],
+            ),
+            // A server socket recorded as IPv4-mapped IPv6 and listening on all addresses.
+            app(
+                "nginx",
+                &[200],
+                vec![socket("::ffff:0.0.0.0", 8080, "::", 0, 0, 0, 200)],
+            ),
+        ]);
+        let mut agg = Aggregator::new(meta);
+        agg.interface(dissect::linktype::ETHERNET);
+        let out = tcp_frame([10, 0, 0, 1], 40000, [192, 0, 2, 9], 443);
+        let back = tcp_frame([192, 0, 2, 9], 443, [10, 0, 0, 1], 40000);
+        // Tagged by the kernel: pid 100.
+        agg.packet(&packet(&out, 2500, 100, Direction::Outbound));
+        // Untagged, inside the socket's lifetime: matched by the socket table.
+        agg.packet(&packet(&back, 2600, 0, Direction::Inbound));
+        // Untagged, after the socket's last packet: no match.
+        agg.packet(&packet(&back, 9000, 0, Direction::Inbound));
+        // Before attribution started.
+        agg.packet(&packet(&back, 500, 0, Direction::Inbound));
+        // To the wildcard server socket (IPv4 packet, IPv4-mapped record).
+        let to_srv = tcp_frame([198, 51, 100, 7], 51000, [10, 0, 0, 1], 8080);
+        agg.packet(&packet(&to_srv, 3000, 0, Direction::Unknown));
+        // Neither end is one of this host's addresses.
+        let transit = tcp_frame([198, 51, 100, 7], 1, [198, 51, 100, 8], 2);
+        agg.packet(&packet(&transit, 3000, 0, Direction::Unknown));
+        // ARP: not IP.
+        let mut arp = vec![0u8; 12];
+        arp.extend([0x08, 0x06, 0, 1]);
+        agg.packet(&packet(&arp, 3000, 0, Direction::Unknown));
+
+        let curl = line_of(&agg, "curl");
+        assert_eq!((curl.packets_out, curl.packets_in), (1, 1));
+        assert_eq!(curl.bytes_out, 154);
+        let nginx = line_of(&agg, "nginx");
+        assert_eq!((nginx.packets_in, nginx.packets_out), (1, 0));
+        assert_eq!(unattributed(&agg, Reason::NoSocket), 1);
+        assert_eq!(unattributed(&agg, Reason::BeforeStart), 1);
+        assert_eq!(unattributed(&agg, Reason::NotLocal), 1);
+        assert_eq!(unattributed(&agg, Reason::NotIp), 1);
+        assert_eq!(agg.totals.packets(), 7);
+        // Per process: the socket's pid gets the matched packet too.
+        let curl_line = agg
+            .lines
+            .iter()
+            .find(|l| matches!(&l.kind, LineKind::App(a) if a.name == "curl"))
+            .unwrap();
+        assert_eq!(curl_line.processes[&100].packets(), 2);
+    }
+
+    #[test]
+    fn unknown_pid_becomes_its_own_application() {
+        let mut agg = Aggregator::new(Metadata::default());
+        agg.interface(dissect::linktype::ETHERNET);
+        let f = tcp_frame([10, 0, 0, 1], 1, [10, 0, 0, 2], 2);
+        agg.packet(&packet(&f, 1, 4242, Direction::Outbound));
+        assert_eq!(line_of(&agg, "pid 4242").packets_out, 1);
+    }
+
+    #[test]
+    fn timeline_stays_bounded() {
+        let mut t = Timeline::default();
+        for i in 0..100_000u64 {
+            t.add(0, i * 10_000_000, 1);
+        }
+        assert!(t.bytes[0].len() <= Timeline::MAX_BINS);
+        assert_eq!(t.bytes[0].iter().sum::<u64>(), 100_000);
+    }
+}
