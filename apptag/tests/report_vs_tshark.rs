@@ -61,6 +61,8 @@ fn report(file: &Path) -> Report {
 type ConvKey = (String, (IpAddr, u16), (IpAddr, u16));
 /// Frames and bytes from the first end to the second, and back.
 type ConvVal = (u64, u64, u64, u64);
+/// (src, dst, IP id) of a first fragment -> its flow.
+type FragFlows = BTreeMap<(IpAddr, IpAddr, String), (String, (IpAddr, u16), (IpAddr, u16))>;
 
 fn key(proto: &str, x: (IpAddr, u16), y: (IpAddr, u16)) -> (ConvKey, bool) {
     if x <= y {
@@ -75,10 +77,7 @@ fn add(
     proto: &str,
     x: (IpAddr, u16),
     y: (IpAddr, u16),
-    fxy: u64,
-    bxy: u64,
-    fyx: u64,
-    byx: u64,
+    (fxy, bxy, fyx, byx): ConvVal,
 ) {
     let (k, fwd) = key(proto, x, y);
     let e = m.entry(k).or_default();
@@ -176,10 +175,12 @@ fn ours_transport(r: &Report) -> BTreeMap<ConvKey, ConvVal> {
             c.transport,
             (c.a, c.a_port),
             (c.b, c.b_port),
-            c.packets_a_to_b,
-            c.bytes_a_to_b,
-            c.packets_b_to_a,
-            c.bytes_b_to_a,
+            (
+                c.packets_a_to_b,
+                c.bytes_a_to_b,
+                c.packets_b_to_a,
+                c.bytes_b_to_a,
+            ),
         );
     }
     m
@@ -193,10 +194,12 @@ fn ours_ip(r: &Report) -> BTreeMap<ConvKey, ConvVal> {
             "ip",
             (c.a, 0),
             (c.b, 0),
-            c.packets_a_to_b,
-            c.bytes_a_to_b,
-            c.packets_b_to_a,
-            c.bytes_b_to_a,
+            (
+                c.packets_a_to_b,
+                c.bytes_a_to_b,
+                c.packets_b_to_a,
+                c.bytes_b_to_a,
+            ),
         );
     }
     m
@@ -360,10 +363,7 @@ fn flows_match_tshark_frame_fields() {
             ],
         );
         let mut expected: BTreeMap<ConvKey, ConvVal> = BTreeMap::new();
-        let mut first_frag: BTreeMap<
-            (IpAddr, IpAddr, String),
-            (String, (IpAddr, u16), (IpAddr, u16)),
-        > = BTreeMap::new();
+        let mut first_frag: FragFlows = BTreeMap::new();
         for line in out.lines() {
             let f: Vec<&str> = line.split('\t').collect();
             let g = |i: usize| f.get(i).copied().unwrap_or("");
@@ -410,9 +410,9 @@ fn flows_match_tshark_frame_fields() {
             }
             let fwd = x == (src, sp) || later && x.0 == src;
             if fwd {
-                add(&mut expected, &proto, x, y, 1, len, 0, 0);
+                add(&mut expected, &proto, x, y, (1, len, 0, 0));
             } else {
-                add(&mut expected, &proto, y, x, 1, len, 0, 0);
+                add(&mut expected, &proto, y, x, (1, len, 0, 0));
             }
         }
         let ours = ours_transport(&report(&file));

@@ -720,9 +720,13 @@ impl Aggregator {
             Some(&i) => i,
             None => {
                 let i = self.flows.len() as u32;
+                // Without a SYN, the end on a service port is taken as the server, so the
+                // other end opened the flow; else whoever was seen first.
+                let service = |p: u16| p < 1024 || payload::port_name(d.protocol, p).is_some();
+                let src_opened = !(d.has_ports() && service(d.src_port) && !service(d.dst_port));
                 self.flows.push(Flow {
                     key,
-                    a_initiated: src_is_a,
+                    a_initiated: src_is_a == src_opened,
                     a_is_local: None,
                     packets: [0; 2],
                     bytes: [0; 2],

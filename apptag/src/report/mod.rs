@@ -73,25 +73,46 @@ pub struct Options {
 /// Only a file that cannot be opened or is not a capture at all is an error.
 pub fn analyze(path: &Path, opts: Options) -> Result<Report, ReportError> {
     let capture = Capture::open(path)?;
-    analyze_bytes(capture.data(), &path.display().to_string(), opts)
+    run(capture.data(), &path.display().to_string(), opts, |off| {
+        capture.release_before(off)
+    })
 }
 
 /// [`analyze`] over a capture already in memory.
 pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, ReportError> {
-    let records = Records::new(data)?;
+    run(data, name, opts, |_| {})
+}
+
+/// How much is read between two calls of the page releaser.
+const RELEASE_EVERY: usize = 16 << 20;
+
+fn run(
+    data: &[u8],
+    name: &str,
+    opts: Options,
+    mut release: impl FnMut(usize),
+) -> Result<Report, ReportError> {
+    let mut records = Records::new(data)?;
     let format = records.format();
     // apptag writes its final application table at the end of the file, so with pcapng the
     // metadata is gathered first; the walk skips packet bodies and is cheap on a mapped file.
     let meta = if format == Format::Pcapng {
-        collect_metadata(Records::new(data)?)
+        collect_metadata(Records::new(data)?, &mut release)
     } else {
         Metadata::default()
     };
     let mut agg = Aggregator::new(meta);
     let mut problems = Vec::new();
-    for rec in records {
+    let mut next_release = RELEASE_EVERY;
+    while let Some(rec) = records.next_record() {
         match rec {
-            Ok(Record::Packet(p)) => agg.packet(&p),
+            Ok(Record::Packet(p)) => {
+                agg.packet(&p);
+                if records.offset() >= next_release {
+                    release(records.offset());
+                    next_release = records.offset() + RELEASE_EVERY;
+                }
+            }
             Ok(Record::Interface(i)) => agg.interface(i.linktype),
             Ok(_) => {}
             Err(e) => {
@@ -113,9 +134,14 @@ pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, R
     ))
 }
 
-fn collect_metadata(records: Records) -> Metadata {
+fn collect_metadata(mut records: Records, release: &mut impl FnMut(usize)) -> Metadata {
     let mut meta = Metadata::default();
-    for rec in records {
+    let mut next_release = RELEASE_EVERY;
+    while let Some(rec) = records.next_record() {
+        if records.offset() >= next_release {
+            release(records.offset());
+            next_release = records.offset() + RELEASE_EVERY;
+        }
         match rec {
             Ok(Record::Process(p)) => meta.add_process(p),
             Ok(Record::AppRecords { apps, .. }) => meta.add_apps(apps),

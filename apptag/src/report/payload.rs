@@ -66,7 +66,7 @@ pub fn by_port(protocol: u8, sport: u16, dport: u16) -> Option<&'static str> {
     port_name(protocol, lo).or_else(|| port_name(protocol, hi))
 }
 
-fn port_name(protocol: u8, port: u16) -> Option<&'static str> {
+pub fn port_name(protocol: u8, port: u16) -> Option<&'static str> {
     let tcp = protocol == proto::TCP;
     let udp = protocol == proto::UDP || protocol == proto::UDPLITE;
     Some(match port {

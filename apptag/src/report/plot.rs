@@ -241,8 +241,9 @@ where
     // Stack from the biggest band up; the top of the stack sets the y range.
     let mut cum = vec![vec![0f64; nbins]; bands.len() + 1];
     for (i, b) in bands.iter().enumerate() {
-        for j in 0..nbins {
-            cum[i + 1][j] = cum[i][j] + b.bins.get(j).copied().unwrap_or(0) as f64 / bin_s;
+        let (below, above) = cum.split_at_mut(i + 1);
+        for ((top, base), v) in above[0].iter_mut().zip(&below[i]).zip(&b.bins) {
+            *top = base + *v as f64 / bin_s;
         }
     }
     let max_bps = cum
@@ -282,12 +283,12 @@ where
         // A step outline: each bin is flat over its width, like the counts it stands for.
         let mut upper = Vec::with_capacity(nbins * 2);
         let mut lower = Vec::with_capacity(nbins * 2);
-        for j in 0..nbins {
+        for (j, (hi, lo)) in cum[i + 1].iter().zip(&cum[i]).enumerate() {
             let (x0, x1) = (j as f64 * bin_s * tscale, (j + 1) as f64 * bin_s * tscale);
-            upper.push((x0, cum[i + 1][j] * rscale));
-            upper.push((x1, cum[i + 1][j] * rscale));
-            lower.push((x0, cum[i][j] * rscale));
-            lower.push((x1, cum[i][j] * rscale));
+            upper.push((x0, hi * rscale));
+            upper.push((x1, hi * rscale));
+            lower.push((x0, lo * rscale));
+            lower.push((x1, lo * rscale));
         }
         lower.reverse();
         upper.extend(lower);

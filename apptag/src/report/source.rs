@@ -70,6 +70,24 @@ impl Capture {
     pub fn records(&self) -> Result<Records<'_>, ReportError> {
         Records::new(self.data())
     }
+
+    /// Drops the pages before `offset` from this process's resident set, so reading a file
+    /// bigger than memory costs page cache, not RSS. They come back (from the page cache)
+    /// if touched again.
+    pub fn release_before(&self, offset: usize) {
+        const PAGE: usize = 4096;
+        let len = offset / PAGE * PAGE;
+        if let Some(map) = &self.map
+            && len > 0
+            && len <= map.len()
+        {
+            // SAFETY: the mapping is read-only and file-backed: MADV_DONTNEED only unmaps
+            // the pages, and any later access faults the same file contents back in, so
+            // slices borrowed from this range stay valid.
+            let _ =
+                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
+        }
+    }
 }
 
 /// Which format `data` is in.
@@ -134,6 +152,13 @@ impl<'a> Records<'a> {
 
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// Byte offset of the next record.
+    pub fn offset(&self) -> usize {
+        match &self.inner {
+            Inner::Pcap { reader, .. } => reader.offset(),
+        }
     }
 
     /// The next record; `None` at the end or after an error that leaves no place to resume.

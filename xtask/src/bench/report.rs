@@ -15,12 +15,15 @@ use crate::util;
 struct Opts {
     size_bytes: u64,
     prefix_bytes: u64,
+    /// Keep the generated files (for profiling) instead of deleting them.
+    keep: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
         size_bytes: 3_000_000_000,
         prefix_bytes: 200_000_000,
+        keep: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -33,25 +36,32 @@ fn parse(args: &[String]) -> Result<Opts> {
         match a.as_str() {
             "--size-gb" => o.size_bytes = (val(a)? * 1e9) as u64,
             "--tshark-mb" => o.prefix_bytes = (val(a)? * 1e6) as u64,
-            other => bail!("unknown argument {other}: use --size-gb N and --tshark-mb M"),
+            "--keep" => o.keep = true,
+            other => bail!("unknown argument {other}: use --size-gb N, --tshark-mb M, --keep"),
         }
     }
     Ok(o)
 }
 
 /// Removes the bench directory however the bench ends.
-struct TempDir(PathBuf);
+struct TempDir(PathBuf, bool);
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 {
+            eprintln!("bench report: kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     util::build_release()?;
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("apptag-bench-report-{}", std::process::id())));
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("apptag-bench-report-{}", std::process::id())),
+        opts.keep,
+    );
     std::fs::create_dir_all(&dir.0)?;
     let big = dir.0.join("mixed.pcap");
     let prefix = dir.0.join("mixed-prefix.pcap");
