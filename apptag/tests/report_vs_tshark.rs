@@ -597,3 +597,86 @@ fn json_has_the_documented_shape() {
     assert_eq!(apps[0]["bytes"], 6087);
     assert_eq!(apps[0]["names"][0], "bro.org");
 }
+
+/// A real TLS ClientHello (made by Python's ssl module in memory, no network) for `host`.
+fn client_hello(host: &str) -> Vec<u8> {
+    let script = format!(
+        "import ssl,sys\nctx=ssl.create_default_context()\ni=ssl.MemoryBIO();o=ssl.MemoryBIO()\n\
+         s=ctx.wrap_bio(i,o,server_hostname='{host}')\ntry: s.do_handshake()\n\
+         except ssl.SSLWantReadError: pass\nsys.stdout.buffer.write(o.read())\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(out.status.success() && out.stdout.len() > 100, "{out:?}");
+    out.stdout
+}
+
+/// Ethernet/IPv4/TCP frame with `payload` from 10.0.0.1:`sport` to 10.0.0.2:`dport`.
+fn tcp_frame(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 6, 0x08, 0x00];
+    let total = (40 + payload.len()) as u16;
+    f.extend([0x45, 0]);
+    f.extend(total.to_be_bytes());
+    f.extend([0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend(sport.to_be_bytes());
+    f.extend(dport.to_be_bytes());
+    f.extend([0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend(payload);
+    f
+}
+
+fn pcap_file(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut p = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    p.extend(65535u32.to_le_bytes());
+    p.extend(1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        p.extend((1_700_000_000u32 + i as u32).to_le_bytes());
+        p.extend(0u32.to_le_bytes());
+        p.extend((f.len() as u32).to_le_bytes());
+        p.extend((f.len() as u32).to_le_bytes());
+        p.extend(f);
+    }
+    p
+}
+
+#[test]
+fn tls_sni_matches_tshark() {
+    let frames = vec![
+        tcp_frame(50000, 443, &client_hello("api.example.org")),
+        // Not on 443: found by payload, not by port.
+        tcp_frame(50001, 8443, &client_hello("internal.test")),
+    ];
+    let dir = std::env::temp_dir().join(format!("apptag-report-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tls.pcap");
+    std::fs::write(&path, pcap_file(&frames)).unwrap();
+    let out = tshark(
+        &path,
+        &[
+            "-d",
+            "tcp.port==8443,tls",
+            "-T",
+            "fields",
+            "-e",
+            "tls.handshake.extensions_server_name",
+        ],
+    );
+    let theirs: BTreeSet<String> = out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    assert_eq!(theirs.len(), 2, "tshark saw {theirs:?}");
+    let r = report(&path);
+    let ours: BTreeSet<String> = r
+        .applications
+        .iter()
+        .flat_map(|a| a.names.iter().cloned())
+        .collect();
+    assert_eq!(ours, theirs);
+    let services: BTreeSet<&str> = r.conversations.iter().map(|c| c.service.as_str()).collect();
+    assert_eq!(services, BTreeSet::from(["tls"]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
