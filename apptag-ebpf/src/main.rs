@@ -198,7 +198,7 @@ pub fn apptag_sock_release(ctx: SockContext) -> i32 {
 // ---------------------------------------------------------------------------------------
 
 #[inline(always)]
-fn sock_addr_event(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: bool) {
+fn sock_addr_event(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, is_v6: bool, dedup: bool) {
     let cookie = sock_cookie(ctx);
     if dedup && !first_use(cookie) {
         return;
@@ -212,15 +212,15 @@ fn sock_addr_event(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: boo
         fill_task(ev);
         // SAFETY: ctx.sock_addr is the verifier-checked bpf_sock_addr of this program.
         unsafe {
-            let family = (*sa).user_family as u16;
-            ev.family = family;
+            // The verifier only allows user_ip4 in the *4 hooks and user_ip6 in the *6 ones.
+            ev.family = if is_v6 { AF_INET6 } else { AF_INET };
             ev.sock_type = (*sa).type_ as u16;
             ev.protocol = (*sa).protocol as u16;
             ev.remote_port = u16::from_be((*sa).user_port as u16);
-            if family == AF_INET {
-                ev.remote_addr = v4((*sa).user_ip4);
-            } else if family == AF_INET6 {
+            if is_v6 {
                 ev.remote_addr = v6((*sa).user_ip6);
+            } else {
+                ev.remote_addr = v4((*sa).user_ip4);
             }
         }
     });
@@ -228,37 +228,37 @@ fn sock_addr_event(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: boo
 
 #[cgroup_sock_addr(connect4)]
 pub fn apptag_connect4(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::CONNECT, hook::CONNECT4, false);
+    sock_addr_event(&ctx, kind::CONNECT, hook::CONNECT4, false, false);
     1
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn apptag_connect6(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::CONNECT, hook::CONNECT6, false);
+    sock_addr_event(&ctx, kind::CONNECT, hook::CONNECT6, true, false);
     1
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn apptag_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::SEND, hook::SENDMSG4, true);
+    sock_addr_event(&ctx, kind::SEND, hook::SENDMSG4, false, true);
     1
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn apptag_sendmsg6(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::SEND, hook::SENDMSG6, true);
+    sock_addr_event(&ctx, kind::SEND, hook::SENDMSG6, true, true);
     1
 }
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn apptag_recvmsg4(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::RECV, hook::RECVMSG4, true);
+    sock_addr_event(&ctx, kind::RECV, hook::RECVMSG4, false, true);
     1
 }
 
 #[cgroup_sock_addr(recvmsg6)]
 pub fn apptag_recvmsg6(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::RECV, hook::RECVMSG6, true);
+    sock_addr_event(&ctx, kind::RECV, hook::RECVMSG6, true, true);
     1
 }
 
