@@ -4,6 +4,7 @@
 //! Data flows one way: [`capture`] -> [`attribution`] (merge) -> [`pcapng`] writer; the
 //! offline side reads files back through [`pcapng`] into [`report`].
 
+pub mod attribution;
 pub mod model;
 pub mod probes;
 pub mod sys;

@@ -45,13 +45,13 @@ pub enum ProbeError {
         "loading the kernel programs failed: {0}. apptag needs root, or CAP_BPF, CAP_PERFMON, \
          CAP_NET_ADMIN and CAP_SYS_RESOURCE{1}"
     )]
-    Load(#[source] aya::EbpfError, String),
+    Load(#[source] Box<aya::EbpfError>, String),
     #[error("the kernel object has no map `{0}`: binary and kernel programs do not match")]
     MissingMap(&'static str),
     #[error("map `{name}`: {source}")]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("none of the attribution programs could be attached: {0}")]
     NothingAttached(String),
@@ -142,7 +142,7 @@ impl Probes {
             } else {
                 format!(" (this process lacks {})", caps.join(", "))
             };
-            ProbeError::Load(e, hint)
+            ProbeError::Load(Box::new(e), hint)
         })?;
         let btf = Btf::from_sys_fs().ok();
         let mut status = Vec::with_capacity(PROGRAMS.len());
@@ -194,7 +194,7 @@ impl Probes {
             .ok_or(ProbeError::MissingMap("EVENTS"))?;
         let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
             name: "EVENTS",
-            source,
+            source: Box::new(source),
         })?;
         Ok(EventStream { ring })
     }
@@ -207,7 +207,7 @@ impl Probes {
             .ok_or(ProbeError::MissingMap("STATS"))?;
         let arr = PerCpuArray::<_, u64>::try_from(map).map_err(|source| ProbeError::Map {
             name: "STATS",
-            source,
+            source: Box::new(source),
         })?;
         let sum = |idx: u32| -> u64 {
             arr.get(&idx, 0)
