@@ -18,7 +18,7 @@ use aya::{
         links::CgroupAttachMode,
     },
 };
-use log::{debug, warn};
+use log::debug;
 
 /// The eBPF object built from `apptag-ebpf` by the build script. Empty when built with
 /// `AYA_BUILD_SKIP=1`.
@@ -149,10 +149,7 @@ impl Probes {
         for &(name, hook) in PROGRAMS {
             let error = attach_one(&mut ebpf, name, hook, cgroup_file.as_fd(), btf.as_ref())
                 .err()
-                .map(|e| {
-                    warn!("{hook}: not attached: {e}");
-                    e
-                });
+                .inspect(|e| debug!("{hook}: not attached: {e}"));
             if error.is_none() {
                 debug!("{hook}: attached ({name})");
             }
@@ -337,5 +334,25 @@ impl EventStream {
 impl AsRawFd for EventStream {
     fn as_raw_fd(&self) -> RawFd {
         self.ring.as_raw_fd()
+    }
+}
+
+/// Logs one line for the attached hooks and one warning per hook that is not.
+pub fn log_status(status: &[ProgramStatus]) {
+    let ok: Vec<&str> = status
+        .iter()
+        .filter(|s| s.attached())
+        .map(|s| s.hook)
+        .collect();
+    if !ok.is_empty() {
+        log::info!("attached {} hooks: {}", ok.len(), ok.join(" "));
+    }
+    for s in status {
+        if let Some(e) = &s.error {
+            log::warn!(
+                "hook {} not attached (its events will be missing): {e}",
+                s.hook
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod process;
 pub mod procfs;
 pub mod sockdiag;
 pub mod table;
+pub mod watch;
 
 use std::{
     sync::mpsc::{self, Receiver, Sender},
@@ -165,6 +166,13 @@ impl Attributor {
             }
         }
         t
+    }
+
+    /// Asks the fallback thread for a scan of the socket tables (no-op if one is pending).
+    pub fn request_scan(&mut self) {
+        if !self.fallback_pending && self.fallback_tx.send(()).is_ok() {
+            self.fallback_pending = true;
+        }
     }
 
     pub fn table(&self) -> &SocketTable {
