@@ -112,19 +112,16 @@ pub fn watch(
             if printed.insert(c)
                 && let Some(l) = line(a, s)
             {
-                let r = if json {
+                if json {
                     serde_json::to_string(&l)
                         .map_err(std::io::Error::other)
-                        .and_then(|j| writeln!(out, "{j}"))
+                        .and_then(|j| writeln!(out, "{j}"))?;
                 } else {
                     writeln!(
                         out,
                         "{:<7} {:<7} {:<15} {:<7} {:<45} {:<45} {}",
                         l.pid, l.tid, l.comm, l.protocol, l.local, l.remote, l.provenance
-                    )
-                };
-                if r.is_err() {
-                    return r;
+                    )?;
                 }
             }
         }
