@@ -310,7 +310,9 @@ pub fn apptag_sockops(ctx: SockOpsContext) -> u32 {
             fill_task(ev);
         }
         ev.local_port = ctx.local_port() as u16;
-        ev.remote_port = u16::from_be(ctx.remote_port() as u16);
+        // bpf_sock_ops.remote_port holds the network-order port in its upper 16 bits on
+        // little-endian hosts (the kernel shifts skc_dport left by 16).
+        ev.remote_port = u16::from_be((ctx.remote_port() >> 16) as u16);
         if family == AF_INET {
             ev.local_addr = v4(ctx.local_ip4());
             ev.remote_addr = v4(ctx.remote_ip4());

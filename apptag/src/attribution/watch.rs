@@ -101,7 +101,11 @@ pub fn watch(
     let mut flush = |a: &Attributor, pending: &mut Vec<u64>, all: bool, out: &mut dyn Write| {
         let mut keep = Vec::new();
         for c in pending.drain(..) {
-            let Some(s) = a.table().socket(c) else {
+            // Only inet sockets: the send/recv hooks also see unix and netlink sockets.
+            let Some(s) = a.table().socket(c).filter(|s| {
+                (s.family == apptag_common::AF_INET || s.family == apptag_common::AF_INET6)
+                    && s.protocol != 0
+            }) else {
                 continue;
             };
             // Wait for the local end unless the socket is gone or we are finishing.

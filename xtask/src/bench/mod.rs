@@ -1,5 +1,7 @@
 //! Benchmarks. Each compares apptag with the tool a user would otherwise pick, on the same
 //! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
+mod attribution;
+
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
@@ -15,9 +17,9 @@ pub enum Name {
     Report,
 }
 
-pub fn run(name: Name, _args: &[String]) -> Result<()> {
-    #[allow(clippy::match_single_binding)] // arms are added as benchmarks land
+pub fn run(name: Name, args: &[String]) -> Result<()> {
     match name {
+        Name::Attribution => attribution::run(args),
         other => bail!("benchmark {other:?} is not written yet"),
     }
 }
