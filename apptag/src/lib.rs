@@ -5,4 +5,5 @@
 //! offline side reads files back through [`pcapng`] into [`report`].
 
 pub mod model;
+pub mod pcapng;
 pub mod probes;

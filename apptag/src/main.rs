@@ -16,7 +16,17 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Cmd {}
+enum Cmd {
+    /// Print the applications and sockets recorded in a capture file (merges the periodic
+    /// application-record blocks).
+    Apps {
+        /// The pcapng file written by apptag.
+        file: std::path::PathBuf,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -27,6 +37,10 @@ fn main() -> Result<()> {
                 "kernel object: {} bytes",
                 apptag::probes::KERNEL_OBJECT.len()
             );
+            Ok(())
+        }
+        Some(Cmd::Apps { file, json }) => {
+            apptag::pcapng::apps::print(&file, json, &mut std::io::stdout().lock())?;
             Ok(())
         }
     }
