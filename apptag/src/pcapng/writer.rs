@@ -168,7 +168,8 @@ impl<W: Write> Writer<W> {
         b.finish();
         let id = self.interfaces;
         self.interfaces += 1;
-        self.maybe_flush()?;
+        // Packets are unreadable without their interface: put it in the file at once.
+        self.flush_buf()?;
         Ok(id)
     }
 
