@@ -18,10 +18,15 @@ fn section() -> SectionInfo {
 }
 
 fn sample_bytes() -> Vec<u8> {
-    let dir = TempDir::new("props");
-    let f = dir.path("s.pcapng");
-    write_sample(&f, 12);
-    std::fs::read(&f).expect("read sample")
+    static SAMPLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    SAMPLE
+        .get_or_init(|| {
+            let dir = TempDir::new("props");
+            let f = dir.path("s.pcapng");
+            write_sample(&f, 12);
+            std::fs::read(&f).expect("read sample")
+        })
+        .clone()
 }
 
 /// Reads everything; returns the number of records. Must never panic.
@@ -144,7 +149,6 @@ fn round_trip(apps: &[AppRecord], final_table: bool) -> (Vec<AppRecord>, Vec<usi
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
     #[test]
     fn app_tables_round_trip(apps in proptest::collection::vec(arb_app(), 0..12), fin in any::<bool>()) {
         let apps = normalise(apps);
@@ -154,6 +158,10 @@ proptest! {
         prop_assert_eq!(complete, fin);
     }
 
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
     #[test]
     fn reader_survives_random_bytes(mut data in proptest::collection::vec(any::<u8>(), 0..2048), shb in any::<bool>()) {
         if shb && data.len() >= 12 {

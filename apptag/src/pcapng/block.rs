@@ -111,10 +111,6 @@ impl<'a> Cursor<'a> {
         self.data.len() - self.pos
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.remaining() == 0
-    }
-
     pub fn corrupt(&self, what: impl Into<String>) -> PcapngError {
         PcapngError::Corrupt {
             offset: self.offset(),

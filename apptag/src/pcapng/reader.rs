@@ -331,19 +331,56 @@ impl<'a> Reader<'a> {
             })
     }
 
+    // rd32/rd16 index directly: every caller has checked the bounds first (the hot path
+    // cannot afford a Result per field). The property tests feed random bytes through them.
+    #[inline]
+    fn rd32(&self, b: &[u8], at: usize) -> u32 {
+        let a = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if self.big_endian {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        }
+    }
+
+    #[inline]
+    fn rd16(&self, b: &[u8], at: usize) -> u16 {
+        let a = [b[at], b[at + 1]];
+        if self.big_endian {
+            u16::from_be_bytes(a)
+        } else {
+            u16::from_le_bytes(a)
+        }
+    }
+
+    /// The hot path: fixed offsets, bounds checked once, no allocation.
     #[inline]
     fn epb(&self, body: &'a [u8], off: u64) -> Result<Record<'a>, PcapngError> {
-        let mut c = Cursor::new(body, off, self.big_endian);
-        let interface = c.u32("interface id")?;
-        let hi = c.u32("timestamp")?;
-        let lo = c.u32("timestamp")?;
-        let caplen = c.u32("captured length")? as usize;
-        let orig_len = c.u32("original length")?;
-        let data = c.take(caplen, "packet data")?;
-        c.skip(super::block::pad4(caplen).min(c.remaining()), "padding")?;
+        if body.len() < 20 {
+            return Err(PcapngError::Corrupt {
+                offset: off,
+                what: format!(
+                    "enhanced packet block body is {} bytes, the fixed part alone is 20",
+                    body.len()
+                ),
+            });
+        }
+        let interface = self.rd32(body, 0);
+        let ts = (u64::from(self.rd32(body, 4)) << 32) | u64::from(self.rd32(body, 8));
+        let caplen = self.rd32(body, 12) as usize;
+        let orig_len = self.rd32(body, 16);
+        let Some(data) = body.get(20..20usize.saturating_add(caplen)) else {
+            return Err(PcapngError::Corrupt {
+                offset: off + 12,
+                what: format!(
+                    "captured length {caplen} exceeds the block ({} bytes of packet data room)",
+                    body.len() - 20
+                ),
+            });
+        };
         let time = self.time_of(interface, off)?;
         let mut p = Packet {
-            ts_ns: time.ns((u64::from(hi) << 32) | u64::from(lo)),
+            ts_ns: time.ns(ts),
             interface,
             orig_len,
             data,
@@ -351,18 +388,31 @@ impl<'a> Reader<'a> {
             pid: 0,
             tid: 0,
         };
-        if !c.is_empty() {
-            for o in c.options() {
-                let (code, v) = o?;
-                match (code, v.len()) {
-                    (2, 4) => p.direction = Direction::from_epb_bits(self.u32_of(v, 0)),
-                    (8, 8) => {
-                        p.pid = self.u32_of(v, 0);
-                        p.tid = self.u32_of(v, 4);
-                    }
-                    _ => {}
-                }
+        let mut o = 20 + caplen + super::block::pad4(caplen);
+        while o + 4 <= body.len() {
+            let code = self.rd16(body, o);
+            let len = usize::from(self.rd16(body, o + 2));
+            if code == 0 {
+                break;
             }
+            let v = o + 4;
+            if v + len > body.len() {
+                return Err(PcapngError::Corrupt {
+                    offset: off + o as u64,
+                    what: format!(
+                        "option {code} of length {len} runs past the end of its block"
+                    ),
+                });
+            }
+            match (code, len) {
+                (2, 4) => p.direction = Direction::from_epb_bits(self.rd32(body, v)),
+                (8, 8) => {
+                    p.pid = self.rd32(body, v);
+                    p.tid = self.rd32(body, v + 4);
+                }
+                _ => {}
+            }
+            o = v + len + super::block::pad4(len);
         }
         Ok(Record::Packet(p))
     }

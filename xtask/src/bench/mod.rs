@@ -3,6 +3,8 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
+mod pcapng;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Name {
     /// pcapng writer throughput (issue: pcapng output).
@@ -15,8 +17,9 @@ pub enum Name {
     Report,
 }
 
-pub fn run(name: Name, _args: &[String]) -> Result<()> {
+pub fn run(name: Name, args: &[String]) -> Result<()> {
     match name {
+        Name::Pcapng => pcapng::run(args),
         other => bail!("benchmark {other:?} is not written yet"),
     }
 }
