@@ -36,7 +36,11 @@ fn packet(data: &[u8], i: u64) -> Packet<'_> {
         interface: 0,
         orig_len: LEN as u32,
         data,
-        direction: if i & 1 == 0 { Direction::Inbound } else { Direction::Outbound },
+        direction: if i & 1 == 0 {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        },
         pid: 1234,
         tid: 1235,
     }
@@ -83,7 +87,10 @@ fn pcap_file_write<W: Write>(out: W, n: u64) -> u64 {
     while let Ok((r, b)) = parser.next_block(rem) {
         rem = r;
         if let Block::EnhancedPacket(e) = b {
-            pidtid_opt = e.options.into_iter().find(|o| matches!(o, EnhancedPacketOption::Unknown(_)));
+            pidtid_opt = e
+                .options
+                .into_iter()
+                .find(|o| matches!(o, EnhancedPacketOption::Unknown(_)));
             break;
         }
     }
@@ -94,7 +101,9 @@ fn pcap_file_write<W: Write>(out: W, n: u64) -> u64 {
         snaplen: 262_144,
         options: vec![InterfaceDescriptionOption::IfTsResol(9)],
     };
-    let mut total = w.write_block(&Block::InterfaceDescription(idb)).expect("idb") as u64;
+    let mut total = w
+        .write_block(&Block::InterfaceDescription(idb))
+        .expect("idb") as u64;
     // One block reused for every packet: the crate's best case.
     let mut epb = EnhancedPacketBlock::default();
     epb.original_len = LEN as u32;
@@ -186,7 +195,9 @@ fn pcap_file_read(data: &[u8]) -> u64 {
     let mut n = 0u64;
     let mut bytes = 0u64;
     while !rem.is_empty() {
-        let Ok((r, b)) = parser.next_block(rem) else { break };
+        let Ok((r, b)) = parser.next_block(rem) else {
+            break;
+        };
         rem = r;
         if let Block::EnhancedPacket(e) = b {
             n += 1;
@@ -222,14 +233,26 @@ fn row(name: &str, n: u64, (d, bytes): (Duration, u64)) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5_000_000);
-    let dir = args.get(2).cloned().unwrap_or_else(|| std::env::temp_dir().display().to_string());
+    let n: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5_000_000);
+    let dir = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| std::env::temp_dir().display().to_string());
     let file = std::path::Path::new(&dir).join("apptag-bench.pcapng");
 
-    println!("\n### Writing {n} packets of {LEN} bytes with epb_flags + epb_processid_threadid (one core, median of {RUNS})\n");
+    println!(
+        "\n### Writing {n} packets of {LEN} bytes with epb_flags + epb_processid_threadid (one core, median of {RUNS})\n"
+    );
     println!("| writer | packets/s | MB/s out | ns/packet |");
     println!("|---|---|---|---|");
-    row("apptag `pcapng::Writer` -> memory sink", n, time(|| apptag_write(Count(0), n)));
+    row(
+        "apptag `pcapng::Writer` -> memory sink",
+        n,
+        time(|| apptag_write(Count(0), n)),
+    );
     row(
         &format!("apptag `pcapng::Writer` -> file ({})", file.display()),
         n,
@@ -249,12 +272,18 @@ fn main() {
 
     let mut data = Vec::new();
     apptag_write(&mut data, n);
-    println!("\n### Reading the same {} MB from memory (one core, median of {RUNS})\n", data.len() / 1_000_000);
+    println!(
+        "\n### Reading the same {} MB from memory (one core, median of {RUNS})\n",
+        data.len() / 1_000_000
+    );
     println!("| reader | packets/s | MB/s in | ns/packet |");
     println!("|---|---|---|---|");
     let d = &data;
     for (name, f) in [
-        ("apptag `pcapng::Reader` (zero-copy)", apptag_read as fn(&[u8]) -> u64),
+        (
+            "apptag `pcapng::Reader` (zero-copy)",
+            apptag_read as fn(&[u8]) -> u64,
+        ),
         ("pcap-parser 0.17 `PcapNGSlice`", pcap_parser_read),
         ("pcap-file 3.0.0-rc1 `PcapNgParser`", pcap_file_read),
     ] {

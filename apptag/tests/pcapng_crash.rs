@@ -110,8 +110,15 @@ fn sigkill_between_flushes_leaves_a_valid_file_with_app_records() {
     assert!(errors.is_empty(), "{errors:?}");
     assert!(blocks >= 5, "app-record blocks before the kill: {blocks}");
     assert!(packets >= 5 * 2000, "packets before the kill: {packets}");
-    let tshark = stdout_of("tshark", &["-r", f.to_str().unwrap_or(""), "-Y", "!frame.cb_pen"]);
-    assert_eq!(tshark.lines().count(), packets, "tshark and our reader agree");
+    let tshark = stdout_of(
+        "tshark",
+        &["-r", f.to_str().unwrap_or(""), "-Y", "!frame.cb_pen"],
+    );
+    assert_eq!(
+        tshark.lines().count(),
+        packets,
+        "tshark and our reader agree"
+    );
 }
 
 #[test]
@@ -121,13 +128,19 @@ fn sigkill_at_full_speed_leaves_a_file_readable_up_to_its_last_block() {
     let mut child = spawn_child(&f, false);
     let start = Instant::now();
     while std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) < 4 << 20 {
-        assert!(start.elapsed() < Duration::from_secs(60), "child wrote nothing");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "child wrote nothing"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("wait");
     let (_, blocks, errors) = scan(&f);
-    assert!(blocks >= 1, "app-record blocks written before the kill are readable");
+    assert!(
+        blocks >= 1,
+        "app-record blocks written before the kill are readable"
+    );
     // Only complete blocks are ever handed to the kernel; a kill inside a write() system
     // call can still leave part of one. Our reader must name it, and repair must fix it.
     match errors.as_slice() {
@@ -167,8 +180,22 @@ fn full_disk_cuts_the_file_back_to_its_last_complete_block() {
     let dir = TempDir::new("enospc");
     let mnt = dir.path("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
-    let o = run("mount", &["-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt.to_str().unwrap_or("")]);
-    assert!(o.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&o.stderr));
+    let o = run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=256k",
+            "tmpfs",
+            mnt.to_str().unwrap_or(""),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "mount tmpfs: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let _guard = Mount(mnt.clone());
 
     let f = mnt.join("full.pcapng");
@@ -204,11 +231,18 @@ fn full_disk_cuts_the_file_back_to_its_last_complete_block() {
         other => panic!("expected ENOSPC, got {other}"),
     }
     let len = std::fs::metadata(&f).expect("stat").len();
-    assert_eq!(len, w.bytes_written(), "file ends at the last complete block");
+    assert_eq!(
+        len,
+        w.bytes_written(),
+        "file ends at the last complete block"
+    );
     drop(w);
     assert_tools_accept(&f);
     let (packets, blocks, errors) = scan(&f);
     assert!(errors.is_empty(), "{errors:?}");
     assert!(packets > 0);
-    assert_eq!(blocks, written_apps, "every app-record block reported written is in the file");
+    assert_eq!(
+        blocks, written_apps,
+        "every app-record block reported written is in the file"
+    );
 }

@@ -54,9 +54,18 @@ fn tshark_and_capinfos_read_what_we_wrote() {
 
     // capinfos: counts, nanosecond resolution, section and interface metadata, stats.
     let info = stdout_of("capinfos", &[p(&f)]);
-    assert!(info.contains(&format!("Number of packets:   {}", sample.packets.len())), "{info}");
+    assert!(
+        info.contains(&format!("Number of packets:   {}", sample.packets.len())),
+        "{info}"
+    );
     assert!(info.contains("nanoseconds (9)"), "{info}");
-    assert!(info.contains(&format!("Capture application: apptag {}", env!("CARGO_PKG_VERSION"))), "{info}");
+    assert!(
+        info.contains(&format!(
+            "Capture application: apptag {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{info}"
+    );
     assert!(info.contains("Name = lo"), "{info}");
     assert!(info.contains("Filter string = udp or tcp"), "{info}");
     assert!(info.contains("Number of stat entries = 1"), "{info}");
@@ -68,14 +77,27 @@ fn tshark_shows_direction_and_process_option() {
     let f = dir.path("opts.pcapng");
     let sample = write_sample(&f, 30);
     let v = stdout_of("tshark", &["-r", p(&f), "-V", "-Y", "!frame.cb_pen"]);
-    assert!(v.contains("Direction: Outbound (0x2)"), "tshark -V lacks outbound flag");
-    assert!(v.contains("Direction: Inbound (0x1)"), "tshark -V lacks inbound flag");
+    assert!(
+        v.contains("Direction: Outbound (0x2)"),
+        "tshark -V lacks outbound flag"
+    );
+    assert!(
+        v.contains("Direction: Inbound (0x1)"),
+        "tshark -V lacks inbound flag"
+    );
 
     // Wireshark 4.0 shows epb_processid_threadid (8) only as an unknown option in its file
     // view; its position lets us check the bytes: pid then tid, on attributed packets only.
     let pdml = stdout_of(
         "tshark",
-        &["-r", p(&f), "-X", "read_format:MIME Files Format", "-T", "pdml"],
+        &[
+            "-r",
+            p(&f),
+            "-X",
+            "read_format:MIME Files Format",
+            "-T",
+            "pdml",
+        ],
     );
     let bytes = std::fs::read(&f).expect("read back");
     let mut seen = Vec::new();
@@ -131,10 +153,23 @@ fn every_block_is_exact_and_aligned_for_tshark() {
     );
     let mut cols = out.trim_end().split('\t');
     let t: Vec<&str> = cols.next().unwrap_or("").split(',').collect();
-    let l: Vec<u64> = cols.next().unwrap_or("").split(',').filter_map(|s| s.parse().ok()).collect();
-    let l2: Vec<u64> = cols.next().unwrap_or("").split(',').filter_map(|s| s.parse().ok()).collect();
+    let l: Vec<u64> = cols
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let l2: Vec<u64> = cols
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
     assert_eq!(l, l2, "leading and trailing lengths");
-    assert_eq!(l.iter().sum::<u64>(), std::fs::metadata(&f).expect("stat").len());
+    assert_eq!(
+        l.iter().sum::<u64>(),
+        std::fs::metadata(&f).expect("stat").len()
+    );
     assert!(l.iter().all(|n| n % 4 == 0), "4-byte aligned: {l:?}");
     // SHB, IDB, 2 process entries, 10 EPBs, periodic + final app records, ISB.
     assert_eq!(t.len(), 1 + 1 + 2 + 10 + 2 + 1, "{t:?}");
@@ -151,7 +186,11 @@ fn editcap_round_trip_keeps_our_block() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_tools_accept(&g);
     let cb = stdout_of("tshark", &["-r", p(&g), "-Y", "frame.cb_pen == 32473"]);
-    assert_eq!(cb.lines().count(), 2, "our two app-record blocks survive editcap");
+    assert_eq!(
+        cb.lines().count(),
+        2,
+        "our two app-record blocks survive editcap"
+    );
 
     let mapped = pcapng::open_file(&g).expect("open");
     let mut table = pcapng::AppTable::new();
@@ -159,9 +198,13 @@ fn editcap_round_trip_keeps_our_block() {
     let mut processes = 0;
     for r in mapped.reader().expect("reader") {
         match r.expect("editcap output decodes") {
-            Record::AppRecords { sequence, final_table, part, parts, apps } => {
-                table.merge_block(sequence, final_table, part, parts, apps)
-            }
+            Record::AppRecords {
+                sequence,
+                final_table,
+                part,
+                parts,
+                apps,
+            } => table.merge_block(sequence, final_table, part, parts, apps),
             Record::Packet(pk) => {
                 assert_eq!(pk.ts_ns, sample.packets[packets].0);
                 packets += 1;
@@ -171,7 +214,10 @@ fn editcap_round_trip_keeps_our_block() {
         }
     }
     assert_eq!(packets, sample.packets.len());
-    assert_eq!(processes, 2, "Wireshark-PEN process entries survive editcap");
+    assert_eq!(
+        processes, 2,
+        "Wireshark-PEN process entries survive editcap"
+    );
     assert!(table.final_complete());
     let names: Vec<&str> = table.apps().iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["curl", "dig"]);
@@ -197,16 +243,32 @@ fn lua_dissector_shows_app_names() {
     let dir = TempDir::new("lua");
     let f = dir.path("lua.pcapng");
     write_sample(&f, 5);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/wireshark/apptag.lua");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/wireshark/apptag.lua"
+    );
     let lua = format!("lua_script:{script}");
     let v = stdout_of("tshark", &["-X", &lua, "-r", p(&f), "-V"]);
     assert!(v.contains("apptag application records"), "{v}");
     assert!(v.contains("Name: curl") && v.contains("Name: dig"), "{v}");
     assert!(v.contains("Socket: UDP [::1]:40000 -> [::1]:53"), "{v}");
     assert!(!v.contains("malformed"), "{v}");
-    let only = stdout_of("tshark", &["-X", &lua, "-r", p(&f), "-Y", "apptag.app.name == \"dig\""]);
+    let only = stdout_of(
+        "tshark",
+        &["-X", &lua, "-r", p(&f), "-Y", "apptag.app.name == \"dig\""],
+    );
     assert_eq!(only.lines().count(), 1, "{only}");
-    let procs = stdout_of("tshark", &["-X", &lua, "-r", p(&f), "-Y", "apptag.process.name == \"curl\""]);
+    let procs = stdout_of(
+        "tshark",
+        &[
+            "-X",
+            &lua,
+            "-r",
+            p(&f),
+            "-Y",
+            "apptag.process.name == \"curl\"",
+        ],
+    );
     assert_eq!(procs.lines().count(), 1, "{procs}");
 }
 

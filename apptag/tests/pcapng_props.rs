@@ -61,54 +61,74 @@ fn arb_addr() -> impl Strategy<Value = IpAddr> {
 
 fn arb_socket() -> impl Strategy<Value = SocketRecord> {
     (
-        (arb_addr(), any::<u16>(), arb_addr(), any::<u16>(), any::<u8>()),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        (
+            arb_addr(),
+            any::<u16>(),
+            arb_addr(),
+            any::<u16>(),
+            any::<u8>(),
+        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        ),
         (any::<u32>(), arb_provenance(), any::<u64>()),
     )
-        .prop_map(|((la, lp, ra, rp, pr), (first, pi, po, bi, bo), (pid, prov, at))| {
-            SocketRecord {
-                local_addr: la,
-                local_port: lp,
-                remote_addr: ra,
-                remote_port: rp,
-                protocol: pr,
-                first_ns: first,
-                last_ns: first.saturating_add(pi),
-                packets_in: pi,
-                packets_out: po,
-                bytes_in: bi,
-                bytes_out: bo,
-                cookie: 0, // set unique below
-                pid,
-                provenance: prov,
-                attributed_ns: at,
-            }
-        })
+        .prop_map(
+            |((la, lp, ra, rp, pr), (first, pi, po, bi, bo), (pid, prov, at))| {
+                SocketRecord {
+                    local_addr: la,
+                    local_port: lp,
+                    remote_addr: ra,
+                    remote_port: rp,
+                    protocol: pr,
+                    first_ns: first,
+                    last_ns: first.saturating_add(pi),
+                    packets_in: pi,
+                    packets_out: po,
+                    bytes_in: bi,
+                    bytes_out: bo,
+                    cookie: 0, // set unique below
+                    pid,
+                    provenance: prov,
+                    attributed_ns: at,
+                }
+            },
+        )
 }
 
 fn arb_app() -> impl Strategy<Value = AppRecord> {
     (
-        ("[a-z\u{e9}\u{4e2d}]{0,20}", "(/[a-z0-9]{1,8}){0,4}", "(/[a-z.]{1,10}){0,3}"),
+        (
+            "[a-z\u{e9}\u{4e2d}]{0,20}",
+            "(/[a-z0-9]{1,8}){0,4}",
+            "(/[a-z.]{1,10}){0,3}",
+        ),
         proptest::collection::vec(any::<u32>(), 0..5),
         proptest::collection::vec("[ -~]{0,12}", 0..5),
         (any::<u64>(), any::<u32>(), arb_provenance()),
         proptest::collection::vec(arb_socket(), 0..40),
     )
-        .prop_map(|((name, exe, cgroup), mut pids, cmdline, (start, uid, prov), sockets)| {
-            pids.sort_unstable();
-            pids.dedup();
-            AppRecord {
-                name,
-                pids,
-                cmdline,
-                exe,
-                start_ns: start,
-                uid,
-                cgroup,
-                provenance: prov,
-                sockets,
-            }
-        })
+        .prop_map(
+            |((name, exe, cgroup), mut pids, cmdline, (start, uid, prov), sockets)| {
+                pids.sort_unstable();
+                pids.dedup();
+                AppRecord {
+                    name,
+                    pids,
+                    cmdline,
+                    exe,
+                    start_ns: start,
+                    uid,
+                    cgroup,
+                    provenance: prov,
+                    sockets,
+                }
+            },
+        )
 }
 
 /// Unique app keys and socket cookies, so merging is the identity.
@@ -135,7 +155,13 @@ fn round_trip(apps: &[AppRecord], final_table: bool) -> (Vec<AppRecord>, Vec<usi
     while let Some(rec) = r.next_record() {
         let off = r.offset() as usize;
         match rec.expect("decodes") {
-            Record::AppRecords { sequence, final_table, part, parts, apps } => {
+            Record::AppRecords {
+                sequence,
+                final_table,
+                part,
+                parts,
+                apps,
+            } => {
                 sizes.push(off - last);
                 table.merge_block(sequence, final_table, part, parts, apps);
             }
@@ -205,7 +231,11 @@ fn truncated_file_names_the_offset_and_keeps_earlier_records() {
             Err(e) => err = Some(e),
         }
     }
-    assert_eq!(ok, full - 1, "every block before the damaged one is returned");
+    assert_eq!(
+        ok,
+        full - 1,
+        "every block before the damaged one is returned"
+    );
     let msg = err.expect("an error").to_string();
     assert!(msg.contains("truncated pcapng at byte"), "{msg}");
     assert_eq!(r.offset(), pcapng::reader::valid_prefix_len(&data[..cut]));
@@ -215,25 +245,51 @@ fn truncated_file_names_the_offset_and_keeps_earlier_records() {
 fn large_table_is_split_under_64k_and_tools_accept_it() {
     let dir = TempDir::new("split");
     let f = dir.path("split.pcapng");
-    let apps: Vec<AppRecord> = normalise((0..40).map(|i| app(&format!("app{i}"), i, 300)).collect());
+    let apps: Vec<AppRecord> =
+        normalise((0..40).map(|i| app(&format!("app{i}"), i, 300)).collect());
     let mut w = Writer::create(&f, &section()).expect("create");
     w.add_interface(&eth_lo()).expect("idb");
     w.write_app_records(&apps, true).expect("write");
     w.flush().expect("flush");
     drop(w);
     assert_tools_accept(&f);
-    let out = stdout_of("tshark", &["-r", f.to_str().unwrap_or(""), "-Y", "frame.cb_pen == 32473", "-T", "fields", "-e", "frame.len"]);
+    let out = stdout_of(
+        "tshark",
+        &[
+            "-r",
+            f.to_str().unwrap_or(""),
+            "-Y",
+            "frame.cb_pen == 32473",
+            "-T",
+            "fields",
+            "-e",
+            "frame.len",
+        ],
+    );
     let lens: Vec<usize> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
     assert!(lens.len() > 10, "{lens:?}");
     // frame.len is the custom data; the block adds 16 bytes of header, PEN and trailer.
-    assert!(lens.iter().all(|&l| l + 16 <= pcapng::MAX_APP_BLOCK_LEN), "{lens:?}");
+    assert!(
+        lens.iter().all(|&l| l + 16 <= pcapng::MAX_APP_BLOCK_LEN),
+        "{lens:?}"
+    );
     let g = dir.path("split-editcap.pcapng");
-    let o = run("editcap", &[f.to_str().unwrap_or(""), g.to_str().unwrap_or("")]);
+    let o = run(
+        "editcap",
+        &[f.to_str().unwrap_or(""), g.to_str().unwrap_or("")],
+    );
     assert!(o.status.success());
     let m = pcapng::open_file(&g).expect("open");
     let mut t = AppTable::new();
     for rec in m.reader().expect("reader") {
-        if let Record::AppRecords { sequence, final_table, part, parts, apps } = rec.expect("ok") {
+        if let Record::AppRecords {
+            sequence,
+            final_table,
+            part,
+            parts,
+            apps,
+        } = rec.expect("ok")
+        {
             t.merge_block(sequence, final_table, part, parts, apps);
         }
     }

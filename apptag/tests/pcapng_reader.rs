@@ -89,7 +89,15 @@ fn reads_public_traces_converted_by_editcap() {
             continue;
         }
         let dst = tmp.path("t.pcapng");
-        let o = run("editcap", &["-F", "pcapng", src.to_str().unwrap_or(""), dst.to_str().unwrap_or("")]);
+        let o = run(
+            "editcap",
+            &[
+                "-F",
+                "pcapng",
+                src.to_str().unwrap_or(""),
+                dst.to_str().unwrap_or(""),
+            ],
+        );
         assert!(o.status.success(), "editcap {}", src.display());
         assert_same(&dst, |_| true);
         n += 1;
@@ -119,7 +127,7 @@ impl Be {
 fn be_body(f: impl FnOnce(&mut Be)) -> Vec<u8> {
     let mut b = Be(Vec::new());
     f(&mut b);
-    while b.0.len() % 4 != 0 {
+    while !b.0.len().is_multiple_of(4) {
         b.0.push(0);
     }
     b.0
@@ -131,23 +139,29 @@ fn be_body(f: impl FnOnce(&mut Be)) -> Vec<u8> {
 fn reads_big_endian_sections_other_resolutions_and_old_blocks() {
     let frame = udp_frame([10, 0, 0, 1], 1234, [10, 0, 0, 2], 53, 60);
     let mut f = Be(Vec::new());
-    f.block(0x0A0D_0D0A, &be_body(|b| {
-        b.u32(0x1A2B_3C4D);
-        b.u16(1);
-        b.u16(0);
-        b.u32(u32::MAX);
-        b.u32(u32::MAX);
-    }));
-    for (resol, snap) in [(3u8, 0u32), (0x8A, 65535)] {
-        f.block(1, &be_body(|b| {
+    f.block(
+        0x0A0D_0D0A,
+        &be_body(|b| {
+            b.u32(0x1A2B_3C4D);
             b.u16(1);
             b.u16(0);
-            b.u32(snap);
-            b.u16(9);
-            b.u16(1);
-            b.0.extend_from_slice(&[resol, 0, 0, 0]);
-            b.u32(0);
-        }));
+            b.u32(u32::MAX);
+            b.u32(u32::MAX);
+        }),
+    );
+    for (resol, snap) in [(3u8, 0u32), (0x8A, 65535)] {
+        f.block(
+            1,
+            &be_body(|b| {
+                b.u16(1);
+                b.u16(0);
+                b.u32(snap);
+                b.u16(9);
+                b.u16(1);
+                b.0.extend_from_slice(&[resol, 0, 0, 0]);
+                b.u32(0);
+            }),
+        );
     }
     let epb = |b: &mut Be, ifid: u32, ts: u64, flags: Option<u32>| {
         b.u32(ifid);
@@ -165,21 +179,30 @@ fn reads_big_endian_sections_other_resolutions_and_old_blocks() {
         }
     };
     f.block(6, &be_body(|b| epb(b, 0, 1_700_000_001_123, Some(1))));
-    f.block(6, &be_body(|b| epb(b, 1, 1_700_000_001 * 1024 + 512, Some(2))));
-    f.block(2, &be_body(|b| {
-        b.u16(0);
-        b.u16(0);
-        let ts: u64 = 1_700_000_002_500;
-        b.u32((ts >> 32) as u32);
-        b.u32(ts as u32);
-        b.u32(frame.len() as u32);
-        b.u32(frame.len() as u32);
-        b.0.extend_from_slice(&frame);
-    }));
-    f.block(3, &be_body(|b| {
-        b.u32(frame.len() as u32);
-        b.0.extend_from_slice(&frame);
-    }));
+    f.block(
+        6,
+        &be_body(|b| epb(b, 1, 1_700_000_001 * 1024 + 512, Some(2))),
+    );
+    f.block(
+        2,
+        &be_body(|b| {
+            b.u16(0);
+            b.u16(0);
+            let ts: u64 = 1_700_000_002_500;
+            b.u32((ts >> 32) as u32);
+            b.u32(ts as u32);
+            b.u32(frame.len() as u32);
+            b.u32(frame.len() as u32);
+            b.0.extend_from_slice(&frame);
+        }),
+    );
+    f.block(
+        3,
+        &be_body(|b| {
+            b.u32(frame.len() as u32);
+            b.0.extend_from_slice(&frame);
+        }),
+    );
     let mut bytes = f.0;
     let mut w = Writer::new(Vec::new(), &SectionInfo::detect()).expect("writer");
     w.add_interface(&eth_lo()).expect("idb");

@@ -575,3 +575,80 @@ pub fn merge_app_records(blocks: impl IntoIterator<Item = Vec<AppRecord>>) -> Ve
     }
     t.into_apps()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn sock(l: IpAddr, r: IpAddr) -> SocketRecord {
+        SocketRecord {
+            local_addr: l,
+            local_port: 1,
+            remote_addr: r,
+            remote_port: 2,
+            protocol: 17,
+            first_ns: 0,
+            last_ns: 0,
+            packets_in: 0,
+            packets_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            cookie: 0,
+            pid: 0,
+            provenance: Provenance::Unknown,
+            attributed_ns: 0,
+        }
+    }
+
+    #[test]
+    fn socket_record_sizes_match_format_md() {
+        let v4: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let v6: IpAddr = Ipv6Addr::LOCALHOST.into();
+        for (l, r, want) in [(v4, v4, 92), (v4, v6, 104), (v6, v6, 116)] {
+            let mut out = Vec::new();
+            encode_socket(&mut out, &sock(l, r));
+            assert_eq!(out.len(), want);
+            assert_eq!(u16::from_le_bytes([out[0], out[1]]) as usize, want);
+        }
+    }
+
+    #[test]
+    fn foreign_block_under_our_pen_is_not_misread() {
+        assert_eq!(
+            decode(b"EXAMPLE DATA FROM SOMEONE ELSE..", 0).ok(),
+            Some(None)
+        );
+        let mut v2 = Vec::new();
+        encode_blocks(&mut v2, &[], false, 0).expect("encode");
+        // Custom data starts after the 8-byte block header and the PEN.
+        let mut data = v2[12..v2.len() - 4].to_vec();
+        data[4] = 2; // major version 2
+        assert_eq!(decode(&data, 12).ok(), Some(None));
+    }
+
+    #[test]
+    fn merge_unites_pids_and_widens_times() {
+        let mut a = AppRecord {
+            name: "x".into(),
+            pids: vec![1],
+            ..AppRecord::default()
+        };
+        let mut s = sock(Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into());
+        s.cookie = 7;
+        s.first_ns = 10;
+        s.last_ns = 20;
+        s.packets_in = 1;
+        a.sockets = vec![s.clone()];
+        let mut b = a.clone();
+        b.pids = vec![2];
+        b.sockets[0].first_ns = 15;
+        b.sockets[0].last_ns = 30;
+        b.sockets[0].packets_in = 5;
+        let merged = merge_app_records([vec![a], vec![b]]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].pids, [1, 2]);
+        let m = &merged[0].sockets[0];
+        assert_eq!((m.first_ns, m.last_ns, m.packets_in), (10, 30, 5));
+    }
+}

@@ -74,7 +74,9 @@ pub enum PcapngError {
         needed: u64,
         available: u64,
     },
-    #[error("packet refers to interface {interface}, but only {count} were added (call add_interface first)")]
+    #[error(
+        "packet refers to interface {interface}, but only {count} were added (call add_interface first)"
+    )]
     UnknownInterface { interface: u32, count: u32 },
     #[error("{what} is too large for pcapng ({len} bytes, at most {max})")]
     TooLarge {

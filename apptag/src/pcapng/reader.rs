@@ -34,7 +34,9 @@ pub enum Record<'a> {
     /// A new section starts: interface ids restart at 0.
     Section,
     /// Any other block (name resolution, secrets, other vendors' custom blocks...).
-    Other { block_type: u32 },
+    Other {
+        block_type: u32,
+    },
 }
 
 /// Converts an interface's timestamp units to ns.
@@ -198,7 +200,7 @@ impl<'a> Reader<'a> {
         }
         let btype = self.u32_at(off);
         let len = self.u32_at(off + 4) as usize;
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return fatal(
                 self,
                 PcapngError::Corrupt {
@@ -399,9 +401,7 @@ impl<'a> Reader<'a> {
             if v + len > body.len() {
                 return Err(PcapngError::Corrupt {
                     offset: off + o as u64,
-                    what: format!(
-                        "option {code} of length {len} runs past the end of its block"
-                    ),
+                    what: format!("option {code} of length {len} runs past the end of its block"),
                 });
             }
             match (code, len) {

@@ -74,7 +74,11 @@ fn uname() -> (String, String) {
         return ("Linux".into(), String::new());
     }
     let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     (
@@ -178,7 +182,10 @@ impl<W: Write> Writer<W> {
     /// not written again.
     pub fn write_process(&mut self, p: &ProcessInfo) -> Result<(), PcapngError> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (p.pid, p.ppid, p.uid, &p.user, &p.name, &p.exe, &p.cmdline, p.start_ns).hash(&mut h);
+        (
+            p.pid, p.ppid, p.uid, &p.user, &p.name, &p.exe, &p.cmdline, p.start_ns,
+        )
+            .hash(&mut h);
         let digest = h.finish();
         if self.processes.insert((p.pid, p.start_ns), digest) == Some(digest) {
             return Ok(());
@@ -377,5 +384,61 @@ impl<W: Write> Drop for Writer<W> {
         if self.out.is_some() {
             let _ = self.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Direction;
+
+    #[test]
+    fn attributed_64_byte_packet_is_a_120_byte_block_as_format_md_says() {
+        let mut w = Writer::new(Vec::new(), &SectionInfo::detect()).expect("writer");
+        w.add_interface(&InterfaceInfo {
+            name: "lo".into(),
+            linktype: 1,
+            snaplen: 65535,
+            filter: None,
+        })
+        .expect("idb");
+        let before = w.bytes_written() as usize;
+        let data = [0xabu8; 64];
+        w.write_packet(&Packet {
+            ts_ns: 0x0102_0304_0506_0708,
+            interface: 0,
+            orig_len: 64,
+            data: &data,
+            direction: Direction::Outbound,
+            pid: 0x11,
+            tid: 0x22,
+        })
+        .expect("packet");
+        let bytes = w.into_inner().expect("bytes");
+        let epb = &bytes[before..];
+        assert_eq!(epb.len(), 120);
+        let u32_at = |o: usize| u32::from_le_bytes(epb[o..o + 4].try_into().expect("4"));
+        assert_eq!(u32_at(0), 6);
+        assert_eq!(u32_at(4), 120);
+        assert_eq!(u32_at(116), 120);
+        assert_eq!((u32_at(12), u32_at(16)), (0x0102_0304, 0x0506_0708));
+        assert_eq!(&epb[92..100], &[2, 0, 4, 0, 2, 0, 0, 0]);
+        assert_eq!(&epb[100..112], &[8, 0, 8, 0, 0x11, 0, 0, 0, 0x22, 0, 0, 0]);
+        assert_eq!(&epb[112..116], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn packet_on_unknown_interface_is_refused() {
+        let mut w = Writer::new(Vec::new(), &SectionInfo::detect()).expect("writer");
+        let r = w.write_packet(&Packet {
+            ts_ns: 1,
+            interface: 0,
+            orig_len: 1,
+            data: &[0],
+            direction: Direction::Unknown,
+            pid: 0,
+            tid: 0,
+        });
+        assert!(matches!(r, Err(PcapngError::UnknownInterface { .. })));
     }
 }

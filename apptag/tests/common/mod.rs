@@ -117,7 +117,11 @@ pub fn socket(i: u32, v6: bool) -> SocketRecord {
         local_port: 40000 + (i % 20000) as u16,
         remote_addr: r,
         remote_port: 53,
-        protocol: if i % 2 == 0 { proto::UDP } else { proto::TCP },
+        protocol: if i.is_multiple_of(2) {
+            proto::UDP
+        } else {
+            proto::TCP
+        },
         first_ns: 1_700_000_001_000_000_000 + u64::from(i),
         last_ns: 1_700_000_002_000_000_000 + u64::from(i),
         packets_in: u64::from(i) + 1,
