@@ -6,5 +6,6 @@
 
 pub mod attribution;
 pub mod model;
+pub mod pcapng;
 pub mod probes;
 pub mod sys;

@@ -46,6 +46,16 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     }
     Ok(stop)
 }
+    /// Print the applications and sockets recorded in a capture file (merges the periodic
+    /// application-record blocks).
+    Apps {
+        /// The pcapng file written by apptag.
+        file: std::path::PathBuf,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -82,6 +92,10 @@ fn main() -> Result<()> {
                     Some(e) => println!("NOT attached {}: {e}", s.hook),
                 }
             }
+            Ok(())
+        }
+        Some(Cmd::Apps { file, json }) => {
+            apptag::pcapng::apps::print(&file, json, &mut std::io::stdout().lock())?;
             Ok(())
         }
     }

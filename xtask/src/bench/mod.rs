@@ -5,6 +5,8 @@ mod attribution;
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
+mod pcapng;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Name {
     /// pcapng writer throughput (issue: pcapng output).
@@ -20,6 +22,7 @@ pub enum Name {
 pub fn run(name: Name, args: &[String]) -> Result<()> {
     match name {
         Name::Attribution => attribution::run(args),
+        Name::Pcapng => pcapng::run(args),
         other => bail!("benchmark {other:?} is not written yet"),
     }
 }
