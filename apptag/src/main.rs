@@ -38,14 +38,6 @@ enum Cmd {
     },
 }
 
-/// Ctrl-C and SIGTERM set the flag; the command then finishes cleanly.
-fn stop_flag() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-    }
-    Ok(stop)
-}
     /// Print the applications and sockets recorded in a capture file (merges the periodic
     /// application-record blocks).
     Apps {
@@ -55,6 +47,15 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Ctrl-C and SIGTERM set the flag; the command then finishes cleanly.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
 }
 
 fn main() -> Result<()> {
