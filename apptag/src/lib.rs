@@ -4,5 +4,6 @@
 //! Data flows one way: [`capture`] -> [`attribution`] (merge) -> [`pcapng`] writer; the
 //! offline side reads files back through [`pcapng`] into [`report`].
 
+pub mod capture;
 pub mod model;
 pub mod probes;
