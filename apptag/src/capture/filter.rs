@@ -221,20 +221,18 @@ pub fn error_position(expr: &str, link: u16, message: &str) -> Option<usize> {
     }
     // Numbers libpcap rejects ("port 99999 > 65535") are named unquoted.
     for word in message.split(|c: char| !c.is_ascii_alphanumeric()) {
-        if word.len() > 1 && word.bytes().all(|b| b.is_ascii_digit()) {
-            if let Some(&(s, _)) = toks.iter().find(|&&(s, e)| &expr[s..e] == word) {
-                return Some(s);
-            }
+        if word.len() > 1
+            && word.bytes().all(|b| b.is_ascii_digit())
+            && let Some(&(s, _)) = toks.iter().find(|&&(s, e)| &expr[s..e] == word)
+        {
+            return Some(s);
         }
     }
     const COMPLETIONS: [&str; 6] = ["", " 1", " ip", " 127.0.0.1", ")", " 1)"];
     let parses = |p: &str| compile_raw(p, link).is_ok();
     for n in (1..=toks.len()).rev() {
         let prefix = &expr[..toks[n - 1].1];
-        if COMPLETIONS
-            .iter()
-            .any(|c| parses(&format!("{prefix}{c}")))
-        {
+        if COMPLETIONS.iter().any(|c| parses(&format!("{prefix}{c}"))) {
             return Some(toks.get(n).map_or(expr.len(), |t| t.0));
         }
     }
@@ -245,22 +243,63 @@ pub fn error_position(expr: &str, link: u16, message: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn messages() {
-        for e in [
-            "udp port 99999",
-            "udp port",
-            "udp port 53 and and tcp",
-            "hst 127.0.0.1",
-            "tcp and (dst port 80",
-            "ip host 300.1.1.1",
-            "tcp[13] & 0x02 != 0 and foo",
-            "udp port @",
-            "ether host 1:2:3",
-            "udp and port 53 or",
-        ] {
-            let r = check(e, linktype::ETHERNET);
-            println!("{e:?} => {}", r.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()));
+    fn pos(expr: &str) -> Option<usize> {
+        match check(expr, linktype::ETHERNET) {
+            Err(CaptureError::Filter { position, .. }) => position,
+            other => panic!("{expr:?} should be rejected, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn error_positions_point_at_the_culprit() {
+        assert_eq!(pos("udp port 99999"), Some(9));
+        assert_eq!(pos("udp port"), Some(8));
+        assert_eq!(pos("udp port 53 and and tcp"), Some(16));
+        assert_eq!(pos("hst 127.0.0.1"), Some(0));
+        assert_eq!(pos("ip host 300.1.1.1"), Some(8));
+        assert_eq!(pos("tcp[13] & 0x02 != 0 and foo"), Some(24));
+        assert_eq!(pos("ether host 1:2:3"), Some(11));
+        assert_eq!(pos("tcp and (dst port 80"), Some(20));
+    }
+
+    #[test]
+    fn error_shows_libpcap_message_and_caret() {
+        let text = check("udp port 53 and and tcp", linktype::ETHERNET)
+            .expect_err("bad filter")
+            .to_string();
+        assert!(text.contains("syntax error"), "{text}");
+        assert!(
+            text.ends_with(&format!("\n  {}^", " ".repeat(16))),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn returns_truncate_to_snaplen() {
+        let f = compile("udp", linktype::ETHERNET, 96).expect("valid filter");
+        let rets: Vec<u32> = f
+            .insns
+            .iter()
+            .filter(|i| op::class(i.code) == op::RET)
+            .map(|i| i.k)
+            .collect();
+        assert!(
+            rets.contains(&96) && rets.iter().all(|&k| k == 0 || k == 96),
+            "{rets:?}"
+        );
+    }
+
+    #[test]
+    fn sll2_loads_move_to_kernel_offsets() {
+        let f = compile("udp port 53", linktype::LINUX_SLL2, 65535).expect("valid filter");
+        assert!(!f.needs_userland);
+        // The first load reads the SLL2 protocol field, which the kernel exposes as
+        // SKF_AD_PROTOCOL.
+        let first = f.insns.first().expect("non-empty program");
+        assert_eq!(first.k, (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32);
+        // A filter on the SLL2 link-layer address cannot run in the kernel.
+        let g = compile("ether[12] = 0", linktype::LINUX_SLL2, 65535).expect("valid filter");
+        assert!(g.needs_userland);
+        assert_eq!(g.insns.len(), 1);
     }
 }

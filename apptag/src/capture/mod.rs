@@ -42,7 +42,10 @@ use crate::model::{InterfaceInfo, InterfaceStats};
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error("no interface named {interface:?}; interfaces on this host: {available}")]
-    UnknownInterface { interface: String, available: String },
+    UnknownInterface {
+        interface: String,
+        available: String,
+    },
     #[error(
         "interface {interface} is down: bring it up (`ip link set {interface} up`) and try again"
     )]
@@ -279,10 +282,7 @@ impl Shared {
             )
         };
         if r != 0 {
-            log::debug!(
-                "PACKET_STATISTICS failed: {}",
-                io::Error::last_os_error()
-            );
+            log::debug!("PACKET_STATISTICS failed: {}", io::Error::last_os_error());
             return;
         }
         if let Ok(mut t) = self.totals.lock() {

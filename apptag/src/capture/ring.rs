@@ -28,14 +28,24 @@ const SLL_OFFSET: usize = (size_of::<libc::tpacket3_hdr>() + 15) & !15;
 pub fn validate(ring: &RingConfig, interface: &str) -> Result<(), CaptureError> {
     // SAFETY: sysconf has no preconditions.
     let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    let bad = |m: String| Err(CaptureError::RingConfig(format!("{m} (interface {interface})")));
-    if ring.block_size < page || !(ring.block_size / page).is_power_of_two() || ring.block_size % page != 0 {
+    let bad = |m: String| {
+        Err(CaptureError::RingConfig(format!(
+            "{m} (interface {interface})"
+        )))
+    };
+    if ring.block_size < page
+        || !(ring.block_size / page).is_power_of_two()
+        || !ring.block_size.is_multiple_of(page)
+    {
         return bad(format!(
             "block size {} must be a power-of-two multiple of the page size {page}",
             ring.block_size
         ));
     }
-    if ring.frame_size < 128 || ring.frame_size % 16 != 0 || ring.frame_size > ring.block_size {
+    if ring.frame_size < 128
+        || !ring.frame_size.is_multiple_of(16)
+        || ring.frame_size > ring.block_size
+    {
         return bad(format!(
             "frame size {} must be a multiple of 16 between 128 and the block size",
             ring.frame_size
@@ -107,7 +117,11 @@ fn setopt<T>(fd: i32, level: i32, name: i32, val: &T) -> io::Result<()> {
             size_of::<T>() as libc::socklen_t,
         )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn is_perm(e: &io::Error) -> bool {
@@ -378,10 +392,7 @@ impl RingReader {
             fence(Ordering::Release);
             // SAFETY: as in block_ready; handing the block back to the kernel.
             unsafe {
-                ptr::write_volatile(
-                    &raw mut (*b).hdr.bh1.block_status,
-                    libc::TP_STATUS_KERNEL,
-                );
+                ptr::write_volatile(&raw mut (*b).hdr.bh1.block_status, libc::TP_STATUS_KERNEL);
             }
             self.next = (self.next + 1) % self.block_count;
         }
@@ -537,9 +548,7 @@ impl RingReader {
                 hdr[11] = sll.sll_halen.min(8);
                 hdr[12..12 + halen].copy_from_slice(&sll.sll_addr[..halen]);
                 // SAFETY: start..start+20 lies in our block, after the packet's headers.
-                unsafe {
-                    ptr::copy_nonoverlapping(hdr.as_ptr(), base.add(start), SLL2_HDR_LEN)
-                };
+                unsafe { ptr::copy_nonoverlapping(hdr.as_ptr(), base.add(start), SLL2_HDR_LEN) };
                 len += SLL2_HDR_LEN;
                 orig += SLL2_HDR_LEN;
             }
