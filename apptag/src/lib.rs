@@ -5,6 +5,7 @@
 //! offline side reads files back through [`pcapng`] into [`report`].
 
 pub mod attribution;
+pub mod capture;
 pub mod model;
 pub mod pcapng;
 pub mod probes;

@@ -36,8 +36,6 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Mode::Ebpf)]
         attribution: Mode,
     },
-}
-
     /// Print the applications and sockets recorded in a capture file (merges the periodic
     /// application-record blocks).
     Apps {
