@@ -8,5 +8,7 @@ pub mod attribution;
 pub mod capture;
 pub mod model;
 pub mod pcapng;
+pub mod pipeline;
 pub mod probes;
+pub mod status;
 pub mod sys;

@@ -19,6 +19,49 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    #[command(flatten)]
+    capture: CaptureArgs,
+}
+
+/// Capture (the default command). Flags follow tcpdump where tcpdump has them.
+#[derive(clap::Args, Debug)]
+struct CaptureArgs {
+    /// Interface to capture on (repeatable; `any` for all, `lo` for loopback).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    interfaces: Vec<String>,
+    /// Output pcapng file [default: apptag-HOST-TIMESTAMP.pcapng].
+    #[arg(short = 'w', value_name = "FILE")]
+    write: Option<std::path::PathBuf>,
+    /// Stop after writing this many packets.
+    #[arg(short = 'c', value_name = "COUNT")]
+    count: Option<u64>,
+    /// Snap length: bytes kept of each packet.
+    #[arg(short = 's', value_name = "SNAPLEN", default_value_t = 262144)]
+    snaplen: u32,
+    /// Do not put the interface into promiscuous mode.
+    #[arg(short = 'p', long = "no-promiscuous-mode")]
+    no_promisc: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// How sockets are attributed to processes.
+    #[arg(long, value_enum, default_value_t = Mode::Ebpf)]
+    attribution: Mode,
+    /// Keep only packets of this process id (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Keep only packets of processes with this name (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    comms: Vec<String>,
+    /// Capture threads per interface (PACKET_FANOUT) [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Seconds between the periodic application-record blocks.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    app_interval: f64,
+    /// Capture filter in tcpdump (pcap-filter) syntax.
+    #[arg(trailing_var_arg = true, value_name = "FILTER")]
+    filter: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +99,45 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+fn capture(a: CaptureArgs) -> Result<()> {
+    if a.interfaces.is_empty() {
+        anyhow::bail!(
+            "no interface given: use -i IFACE (e.g. -i lo, -i eth0, -i any); see apptag --help"
+        );
+    }
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cfg = apptag::pipeline::SensorConfig {
+        interfaces: a.interfaces,
+        output: a.write.unwrap_or_else(apptag::pipeline::default_output),
+        snaplen: a.snaplen,
+        promisc: !a.no_promisc,
+        filter: (!a.filter.is_empty()).then(|| a.filter.join(" ")),
+        count: a.count,
+        duration: a.duration.map(Duration::from_secs_f64),
+        attribution: a.attribution,
+        workers,
+        app_interval: Duration::from_secs_f64(a.app_interval.max(0.1)),
+        pids: a.pids,
+        comms: a.comms,
+    };
+    let stop = stop_flag()?;
+    log::info!("writing {}", cfg.output.display());
+    let s = apptag::pipeline::run(&cfg, stop)?;
+    eprintln!(
+        "{} packets captured, {} written ({}), {} dropped by the kernel, {} dropped in apptag, \
+         {:.1}% attributed to a process",
+        s.captured,
+        s.written,
+        apptag::status::human_bytes(s.bytes),
+        s.kernel_dropped,
+        s.queue_dropped,
+        apptag::status::share(s.attributed, s.captured)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -83,16 +165,7 @@ fn main() -> Result<()> {
                 r => Ok(r?),
             }
         }
-        None => {
-            let probes = apptag::probes::Probes::attach(&Default::default())?;
-            for s in probes.status() {
-                match &s.error {
-                    None => println!("attached     {}", s.hook),
-                    Some(e) => println!("NOT attached {}: {e}", s.hook),
-                }
-            }
-            Ok(())
-        }
+        None => capture(cli.capture),
         Some(Cmd::Apps { file, json }) => {
             apptag::pcapng::apps::print(&file, json, &mut std::io::stdout().lock())?;
             Ok(())
