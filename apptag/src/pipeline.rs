@@ -421,7 +421,7 @@ impl Merge {
             *m.entry(name).or_default() += rec.bytes_in + rec.bytes_out;
         }
         let mut v: Vec<_> = m.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v.truncate(3);
         v
     }
