@@ -292,3 +292,26 @@ fn apps_command_prints_json_with_names_and_pids() {
     assert!(table.contains("curl  pids 4242"), "{table}");
     assert!(table.contains("127.0.0.1:40001"), "{table}");
 }
+
+#[test]
+fn apptag_apps_command_line() {
+    let dir = TempDir::new("apps-cli");
+    let f = dir.path("cli.pcapng");
+    write_sample(&f, 5);
+    let bin = env!("CARGO_BIN_EXE_apptag");
+    let json = stdout_of(bin, &["apps", p(&f), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON from apptag apps");
+    let names: Vec<&str> = v["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["curl", "dig"]);
+    assert_eq!(v["apps"][1]["pids"], serde_json::json!([5151]));
+    let table = stdout_of(bin, &["apps", p(&f)]);
+    assert!(table.contains("dig  pids 5151"), "{table}");
+    let bad = run(bin, &["apps", "/nonexistent.pcapng"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot open /nonexistent.pcapng"));
+}

@@ -99,6 +99,7 @@ pub struct Writer<W: Write> {
     os: String,
     app_sequence: u32,
     processes: HashMap<(u32, u64), u64>,
+    tracker: apprecord::ChangeTracker,
     truncate: Option<Truncate<W>>,
 }
 
@@ -148,6 +149,7 @@ impl<W: Write> Writer<W> {
             os: section.os.clone(),
             app_sequence: 0,
             processes: HashMap::new(),
+            tracker: apprecord::ChangeTracker::new(),
             truncate,
         }
     }
@@ -262,6 +264,19 @@ impl<W: Write> Writer<W> {
         apprecord::encode_blocks(&mut self.buf, apps, final_table, self.app_sequence)?;
         self.app_sequence = self.app_sequence.wrapping_add(1);
         self.flush_buf()
+    }
+
+    /// Periodic write: compares `table` (the whole current table) with what earlier calls
+    /// wrote and writes only new and changed applications and sockets, as one periodic
+    /// table write. Returns the number of applications written (0: nothing changed, nothing
+    /// written). At a clean stop, call `write_app_records(&table, true)` for the final table.
+    pub fn write_app_changes(&mut self, table: &[AppRecord]) -> Result<usize, PcapngError> {
+        let changes = self.tracker.changes(table);
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        self.write_app_records(&changes, false)?;
+        Ok(changes.len())
     }
 
     /// Writes an Interface Statistics Block (usually once per interface at the end).
