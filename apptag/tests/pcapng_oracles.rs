@@ -67,6 +67,9 @@ fn tshark_and_capinfos_read_what_we_wrote() {
         "{info}"
     );
     assert!(info.contains("Name = lo"), "{info}");
+    let hw = format!("Capture hardware:    {}", std::env::consts::ARCH);
+    assert!(info.contains(&hw), "{info}");
+    assert!(info.contains("Capture oper-sys:    Linux "), "{info}");
     assert!(info.contains("Filter string = udp or tcp"), "{info}");
     assert!(info.contains("Number of stat entries = 1"), "{info}");
 }

@@ -41,7 +41,7 @@ mod opt {
 /// What the Section Header Block says about the writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SectionInfo {
-    /// shb_hardware, e.g. "x86_64".
+    /// shb_hardware, e.g. "x86_64 (AMD EPYC 7B13)".
     pub hardware: String,
     /// shb_os, e.g. "Linux 6.18.44".
     pub os: String,
@@ -52,7 +52,10 @@ pub struct SectionInfo {
 impl SectionInfo {
     /// This machine (uname) and this apptag version.
     pub fn detect() -> Self {
-        let (os, hardware) = uname();
+        let (os, mut hardware) = uname();
+        if let Some(model) = cpu_model() {
+            hardware = format!("{hardware} ({model})");
+        }
         SectionInfo {
             hardware,
             os,
@@ -65,6 +68,15 @@ impl Default for SectionInfo {
     fn default() -> Self {
         Self::detect()
     }
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .filter(|m| !m.is_empty())
 }
 
 fn uname() -> (String, String) {
