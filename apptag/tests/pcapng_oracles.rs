@@ -318,3 +318,58 @@ fn apptag_apps_command_line() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot open /nonexistent.pcapng"));
 }
+
+#[test]
+fn oversized_packets_are_cut_to_the_snap_length_wireshark_accepts() {
+    use apptag::model::{InterfaceInfo, Packet};
+    use apptag::pcapng::{SectionInfo, Writer};
+    let dir = TempDir::new("big");
+    let f = dir.path("big.pcapng");
+    let mut w = Writer::create(&f, &SectionInfo::detect()).expect("create");
+    let unlimited = w
+        .add_interface(&InterfaceInfo {
+            name: "big".into(),
+            linktype: 1,
+            snaplen: 0,
+            filter: None,
+        })
+        .expect("idb");
+    let small = w
+        .add_interface(&InterfaceInfo {
+            name: "small".into(),
+            linktype: 1,
+            snaplen: 100,
+            filter: None,
+        })
+        .expect("idb");
+    let frame = udp_frame([127, 0, 0, 1], 1, [127, 0, 0, 1], 2, 300_000);
+    for interface in [unlimited, small] {
+        w.write_packet(&Packet {
+            ts_ns: T0,
+            interface,
+            orig_len: 0,
+            data: &frame,
+            direction: Direction::Inbound,
+            pid: 0,
+            tid: 0,
+        })
+        .expect("packet");
+    }
+    w.flush().expect("flush");
+    drop(w);
+    assert_tools_accept(&f);
+    let out = stdout_of(
+        "tshark",
+        &[
+            "-r",
+            p(&f),
+            "-T",
+            "fields",
+            "-e",
+            "frame.cap_len",
+            "-e",
+            "frame.len",
+        ],
+    );
+    assert_eq!(out, "262144\t300000\n100\t300000\n");
+}

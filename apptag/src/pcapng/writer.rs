@@ -14,9 +14,9 @@ use crate::model::{AppRecord, InterfaceInfo, InterfaceStats, Packet, ProcessInfo
 
 /// Buffered bytes above which a block append triggers a write to the output.
 const FLUSH_AT: usize = 256 * 1024;
-/// Largest packet we write; larger captured lengths are refused rather than producing a
-/// block that readers reject.
-pub const MAX_PACKET_LEN: usize = 256 * 1024 * 1024;
+/// Largest captured length written: Wireshark refuses a file with a longer packet (its
+/// WTAP_MAX_PACKET_SIZE_STANDARD), so longer data is cut (the original length is kept).
+pub const MAX_PACKET_LEN: usize = 262_144;
 
 /// Option codes we write.
 mod opt {
@@ -108,6 +108,8 @@ pub struct Writer<W: Write> {
     /// Bytes the output has accepted: always the end of a complete block.
     committed: u64,
     interfaces: u32,
+    /// Captured-length limit per interface: its snap length, at most MAX_PACKET_LEN.
+    caplimits: Vec<usize>,
     os: String,
     app_sequence: u32,
     processes: HashMap<(u32, u64), u64>,
@@ -158,6 +160,7 @@ impl<W: Write> Writer<W> {
             buf,
             committed: 0,
             interfaces: 0,
+            caplimits: Vec::new(),
             os: section.os.clone(),
             app_sequence: 0,
             processes: HashMap::new(),
@@ -186,6 +189,12 @@ impl<W: Write> Writer<W> {
         b.finish();
         let id = self.interfaces;
         self.interfaces += 1;
+        let snap = info.snaplen as usize;
+        self.caplimits.push(if snap == 0 {
+            MAX_PACKET_LEN
+        } else {
+            snap.min(MAX_PACKET_LEN)
+        });
         // Packets are unreadable without their interface: put it in the file at once.
         self.flush_buf()?;
         Ok(id)
@@ -214,23 +223,18 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes one Enhanced Packet Block with nanosecond timestamp, `epb_flags` (direction)
-    /// and, for attributed packets (pid != 0), `epb_processid_threadid`.
+    /// and, for attributed packets (pid != 0), `epb_processid_threadid`. Data longer than the
+    /// interface's snap length (or [`MAX_PACKET_LEN`]) is cut to it.
     #[inline]
     pub fn write_packet(&mut self, p: &Packet<'_>) -> Result<(), PcapngError> {
-        if p.interface >= self.interfaces {
+        let Some(&limit) = self.caplimits.get(p.interface as usize) else {
             return Err(PcapngError::UnknownInterface {
                 interface: p.interface,
                 count: self.interfaces,
             });
-        }
-        let caplen = p.data.len();
-        if caplen > MAX_PACKET_LEN {
-            return Err(PcapngError::TooLarge {
-                what: "captured packet",
-                len: caplen,
-                max: MAX_PACKET_LEN,
-            });
-        }
+        };
+        let data = &p.data[..p.data.len().min(limit)];
+        let caplen = data.len();
         let pad = pad4(caplen);
         let has_pid = p.pid != 0;
         let opts = 8 + if has_pid { 12 } else { 0 } + 4;
@@ -242,7 +246,8 @@ impl<W: Write> Writer<W> {
         head[12..16].copy_from_slice(&((p.ts_ns >> 32) as u32).to_le_bytes());
         head[16..20].copy_from_slice(&(p.ts_ns as u32).to_le_bytes());
         head[20..24].copy_from_slice(&(caplen as u32).to_le_bytes());
-        head[24..28].copy_from_slice(&p.orig_len.max(caplen as u32).to_le_bytes());
+        let orig = p.orig_len.max(p.data.len().min(u32::MAX as usize) as u32);
+        head[24..28].copy_from_slice(&orig.to_le_bytes());
         let mut tail = [0u8; 28];
         tail[0..2].copy_from_slice(&opt::EPB_FLAGS.to_le_bytes());
         tail[2..4].copy_from_slice(&4u16.to_le_bytes());
@@ -259,7 +264,7 @@ impl<W: Write> Writer<W> {
         tail[n + 4..n + 8].copy_from_slice(&(total as u32).to_le_bytes());
         self.buf.reserve(total);
         self.buf.extend_from_slice(&head);
-        self.buf.extend_from_slice(p.data);
+        self.buf.extend_from_slice(data);
         self.buf.extend_from_slice(&[0u8; 3][..pad]);
         self.buf.extend_from_slice(&tail[..n + 8]);
         self.maybe_flush()
