@@ -67,6 +67,9 @@ fn tshark_and_capinfos_read_what_we_wrote() {
         "{info}"
     );
     assert!(info.contains("Name = lo"), "{info}");
+    let hw = format!("Capture hardware:    {}", std::env::consts::ARCH);
+    assert!(info.contains(&hw), "{info}");
+    assert!(info.contains("Capture oper-sys:    Linux "), "{info}");
     assert!(info.contains("Filter string = udp or tcp"), "{info}");
     assert!(info.contains("Number of stat entries = 1"), "{info}");
 }
@@ -291,4 +294,82 @@ fn apps_command_prints_json_with_names_and_pids() {
     let table = String::from_utf8(table).expect("utf-8");
     assert!(table.contains("curl  pids 4242"), "{table}");
     assert!(table.contains("127.0.0.1:40001"), "{table}");
+}
+
+#[test]
+fn apptag_apps_command_line() {
+    let dir = TempDir::new("apps-cli");
+    let f = dir.path("cli.pcapng");
+    write_sample(&f, 5);
+    let bin = env!("CARGO_BIN_EXE_apptag");
+    let json = stdout_of(bin, &["apps", p(&f), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON from apptag apps");
+    let names: Vec<&str> = v["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["curl", "dig"]);
+    assert_eq!(v["apps"][1]["pids"], serde_json::json!([5151]));
+    let table = stdout_of(bin, &["apps", p(&f)]);
+    assert!(table.contains("dig  pids 5151"), "{table}");
+    let bad = run(bin, &["apps", "/nonexistent.pcapng"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot open /nonexistent.pcapng"));
+}
+
+#[test]
+fn oversized_packets_are_cut_to_the_snap_length_wireshark_accepts() {
+    use apptag::model::{InterfaceInfo, Packet};
+    use apptag::pcapng::{SectionInfo, Writer};
+    let dir = TempDir::new("big");
+    let f = dir.path("big.pcapng");
+    let mut w = Writer::create(&f, &SectionInfo::detect()).expect("create");
+    let unlimited = w
+        .add_interface(&InterfaceInfo {
+            name: "big".into(),
+            linktype: 1,
+            snaplen: 0,
+            filter: None,
+        })
+        .expect("idb");
+    let small = w
+        .add_interface(&InterfaceInfo {
+            name: "small".into(),
+            linktype: 1,
+            snaplen: 100,
+            filter: None,
+        })
+        .expect("idb");
+    let frame = udp_frame([127, 0, 0, 1], 1, [127, 0, 0, 1], 2, 300_000);
+    for interface in [unlimited, small] {
+        w.write_packet(&Packet {
+            ts_ns: T0,
+            interface,
+            orig_len: 0,
+            data: &frame,
+            direction: Direction::Inbound,
+            pid: 0,
+            tid: 0,
+        })
+        .expect("packet");
+    }
+    w.flush().expect("flush");
+    drop(w);
+    assert_tools_accept(&f);
+    let out = stdout_of(
+        "tshark",
+        &[
+            "-r",
+            p(&f),
+            "-T",
+            "fields",
+            "-e",
+            "frame.cap_len",
+            "-e",
+            "frame.len",
+        ],
+    );
+    assert_eq!(out, "262144\t300000\n100\t300000\n");
 }

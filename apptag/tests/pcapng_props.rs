@@ -296,3 +296,41 @@ fn large_table_is_split_under_64k_and_tools_accept_it() {
     assert!(t.final_complete());
     assert_eq!(t.apps(), &apps[..]);
 }
+
+#[test]
+fn periodic_changes_then_final_table_merge_to_the_full_table() {
+    let mut table: Vec<AppRecord> =
+        normalise((0..5).map(|i| app(&format!("a{i}"), i, 4)).collect());
+    let mut w = Writer::new(Vec::new(), &section()).expect("writer");
+    assert_eq!(w.write_app_changes(&table).expect("first"), 5);
+    assert_eq!(w.write_app_changes(&table).expect("unchanged"), 0);
+    table[2].sockets[1].packets_in += 10;
+    table[4].pids.push(99);
+    assert_eq!(w.write_app_changes(&table).expect("changed"), 2);
+    let periodic_only = w.into_inner().expect("bytes");
+
+    // The periodic writes alone (a killed capture) already merge to the full table.
+    let mut t = AppTable::new();
+    let mut seen_sockets = Vec::new();
+    for rec in Reader::new(&periodic_only).expect("reader") {
+        if let Record::AppRecords {
+            sequence,
+            final_table,
+            part,
+            parts,
+            apps,
+        } = rec.expect("ok")
+        {
+            assert!(!final_table);
+            seen_sockets.push(apps.iter().map(|a| a.sockets.len()).sum::<usize>());
+            t.merge_block(sequence, final_table, part, parts, apps);
+        }
+    }
+    assert_eq!(
+        seen_sockets,
+        [20, 1],
+        "second change carries one socket and one header"
+    );
+    assert_eq!(t.apps(), &table[..]);
+    assert!(!t.final_complete());
+}

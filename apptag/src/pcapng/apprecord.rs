@@ -555,6 +555,81 @@ impl AppTable {
     }
 }
 
+/// Remembers what was written, so that periodic writes carry only new and changed records:
+/// an application appears when it is new or its header (pids, cmdline...) changed, with
+/// only its new or changed sockets. Used by [`super::Writer::write_app_changes`].
+#[derive(Clone, Debug, Default)]
+pub struct ChangeTracker {
+    seen: HashMap<AppKey, (u64, HashMap<SockKey, u64>)>,
+}
+
+fn digest(v: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+fn app_digest(a: &AppRecord) -> u64 {
+    digest((&a.pids, &a.cmdline, a.start_ns, a.provenance))
+}
+
+fn socket_digest(s: &SocketRecord) -> u64 {
+    digest((
+        (
+            s.local_addr,
+            s.local_port,
+            s.remote_addr,
+            s.remote_port,
+            s.protocol,
+        ),
+        (
+            s.first_ns,
+            s.last_ns,
+            s.packets_in,
+            s.packets_out,
+            s.bytes_in,
+            s.bytes_out,
+        ),
+        (s.cookie, s.pid, s.provenance, s.attributed_ns),
+    ))
+}
+
+impl ChangeTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The part of `table` that differs from what earlier calls returned.
+    pub fn changes(&mut self, table: &[AppRecord]) -> Vec<AppRecord> {
+        let mut out = Vec::new();
+        for app in table {
+            let (hdr, socks) = self
+                .seen
+                .entry(AppKey::of(app))
+                .or_insert_with(|| (0, HashMap::new()));
+            let d = app_digest(app);
+            let header_changed = *hdr != d;
+            *hdr = d;
+            let changed: Vec<SocketRecord> = app
+                .sockets
+                .iter()
+                .filter(|s| {
+                    socks.insert(SockKey::of(s), socket_digest(s)) != Some(socket_digest(s))
+                })
+                .cloned()
+                .collect();
+            if header_changed || !changed.is_empty() {
+                out.push(AppRecord {
+                    sockets: changed,
+                    ..app.clone()
+                });
+            }
+        }
+        out
+    }
+}
+
 fn merge_socket(old: &mut SocketRecord, new: SocketRecord) {
     let first = match (old.first_ns, new.first_ns) {
         (0, n) => n,

@@ -17,7 +17,7 @@ pub mod writer;
 
 use std::path::Path;
 
-pub use apprecord::AppTable;
+pub use apprecord::{AppTable, ChangeTracker, merge_app_records};
 pub use reader::{Reader, Record};
 pub use writer::{SectionInfo, Writer};
 

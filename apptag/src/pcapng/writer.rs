@@ -14,9 +14,9 @@ use crate::model::{AppRecord, InterfaceInfo, InterfaceStats, Packet, ProcessInfo
 
 /// Buffered bytes above which a block append triggers a write to the output.
 const FLUSH_AT: usize = 256 * 1024;
-/// Largest packet we write; larger captured lengths are refused rather than producing a
-/// block that readers reject.
-pub const MAX_PACKET_LEN: usize = 256 * 1024 * 1024;
+/// Largest captured length written: Wireshark refuses a file with a longer packet (its
+/// WTAP_MAX_PACKET_SIZE_STANDARD), so longer data is cut (the original length is kept).
+pub const MAX_PACKET_LEN: usize = 262_144;
 
 /// Option codes we write.
 mod opt {
@@ -41,7 +41,7 @@ mod opt {
 /// What the Section Header Block says about the writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SectionInfo {
-    /// shb_hardware, e.g. "x86_64".
+    /// shb_hardware, e.g. "x86_64 (AMD EPYC 7B13)".
     pub hardware: String,
     /// shb_os, e.g. "Linux 6.18.44".
     pub os: String,
@@ -52,7 +52,10 @@ pub struct SectionInfo {
 impl SectionInfo {
     /// This machine (uname) and this apptag version.
     pub fn detect() -> Self {
-        let (os, hardware) = uname();
+        let (os, mut hardware) = uname();
+        if let Some(model) = cpu_model() {
+            hardware = format!("{hardware} ({model})");
+        }
         SectionInfo {
             hardware,
             os,
@@ -65,6 +68,15 @@ impl Default for SectionInfo {
     fn default() -> Self {
         Self::detect()
     }
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .filter(|m| !m.is_empty())
 }
 
 fn uname() -> (String, String) {
@@ -96,9 +108,12 @@ pub struct Writer<W: Write> {
     /// Bytes the output has accepted: always the end of a complete block.
     committed: u64,
     interfaces: u32,
+    /// Captured-length limit per interface: its snap length, at most MAX_PACKET_LEN.
+    caplimits: Vec<usize>,
     os: String,
     app_sequence: u32,
     processes: HashMap<(u32, u64), u64>,
+    tracker: apprecord::ChangeTracker,
     truncate: Option<Truncate<W>>,
 }
 
@@ -145,9 +160,11 @@ impl<W: Write> Writer<W> {
             buf,
             committed: 0,
             interfaces: 0,
+            caplimits: Vec::new(),
             os: section.os.clone(),
             app_sequence: 0,
             processes: HashMap::new(),
+            tracker: apprecord::ChangeTracker::new(),
             truncate,
         }
     }
@@ -172,6 +189,12 @@ impl<W: Write> Writer<W> {
         b.finish();
         let id = self.interfaces;
         self.interfaces += 1;
+        let snap = info.snaplen as usize;
+        self.caplimits.push(if snap == 0 {
+            MAX_PACKET_LEN
+        } else {
+            snap.min(MAX_PACKET_LEN)
+        });
         // Packets are unreadable without their interface: put it in the file at once.
         self.flush_buf()?;
         Ok(id)
@@ -200,23 +223,18 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes one Enhanced Packet Block with nanosecond timestamp, `epb_flags` (direction)
-    /// and, for attributed packets (pid != 0), `epb_processid_threadid`.
+    /// and, for attributed packets (pid != 0), `epb_processid_threadid`. Data longer than the
+    /// interface's snap length (or [`MAX_PACKET_LEN`]) is cut to it.
     #[inline]
     pub fn write_packet(&mut self, p: &Packet<'_>) -> Result<(), PcapngError> {
-        if p.interface >= self.interfaces {
+        let Some(&limit) = self.caplimits.get(p.interface as usize) else {
             return Err(PcapngError::UnknownInterface {
                 interface: p.interface,
                 count: self.interfaces,
             });
-        }
-        let caplen = p.data.len();
-        if caplen > MAX_PACKET_LEN {
-            return Err(PcapngError::TooLarge {
-                what: "captured packet",
-                len: caplen,
-                max: MAX_PACKET_LEN,
-            });
-        }
+        };
+        let data = &p.data[..p.data.len().min(limit)];
+        let caplen = data.len();
         let pad = pad4(caplen);
         let has_pid = p.pid != 0;
         let opts = 8 + if has_pid { 12 } else { 0 } + 4;
@@ -228,7 +246,8 @@ impl<W: Write> Writer<W> {
         head[12..16].copy_from_slice(&((p.ts_ns >> 32) as u32).to_le_bytes());
         head[16..20].copy_from_slice(&(p.ts_ns as u32).to_le_bytes());
         head[20..24].copy_from_slice(&(caplen as u32).to_le_bytes());
-        head[24..28].copy_from_slice(&p.orig_len.max(caplen as u32).to_le_bytes());
+        let orig = p.orig_len.max(p.data.len().min(u32::MAX as usize) as u32);
+        head[24..28].copy_from_slice(&orig.to_le_bytes());
         let mut tail = [0u8; 28];
         tail[0..2].copy_from_slice(&opt::EPB_FLAGS.to_le_bytes());
         tail[2..4].copy_from_slice(&4u16.to_le_bytes());
@@ -245,7 +264,7 @@ impl<W: Write> Writer<W> {
         tail[n + 4..n + 8].copy_from_slice(&(total as u32).to_le_bytes());
         self.buf.reserve(total);
         self.buf.extend_from_slice(&head);
-        self.buf.extend_from_slice(p.data);
+        self.buf.extend_from_slice(data);
         self.buf.extend_from_slice(&[0u8; 3][..pad]);
         self.buf.extend_from_slice(&tail[..n + 8]);
         self.maybe_flush()
@@ -262,6 +281,19 @@ impl<W: Write> Writer<W> {
         apprecord::encode_blocks(&mut self.buf, apps, final_table, self.app_sequence)?;
         self.app_sequence = self.app_sequence.wrapping_add(1);
         self.flush_buf()
+    }
+
+    /// Periodic write: compares `table` (the whole current table) with what earlier calls
+    /// wrote and writes only new and changed applications and sockets, as one periodic
+    /// table write. Returns the number of applications written (0: nothing changed, nothing
+    /// written). At a clean stop, call `write_app_records(&table, true)` for the final table.
+    pub fn write_app_changes(&mut self, table: &[AppRecord]) -> Result<usize, PcapngError> {
+        let changes = self.tracker.changes(table);
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        self.write_app_records(&changes, false)?;
+        Ok(changes.len())
     }
 
     /// Writes an Interface Statistics Block (usually once per interface at the end).
