@@ -134,28 +134,30 @@ fn sock_cookie<C: EbpfContext>(ctx: &C) -> u64 {
 // cgroup sock: create, bind, release
 // ---------------------------------------------------------------------------------------
 
+/// `K` is the event kind; it is a const parameter so that each program only contains the
+/// context reads its attach type allows (the verifier rejects e.g. src_ip4 in sock_create,
+/// and the compiler would otherwise hoist reads out of a runtime branch).
 #[inline(always)]
-fn sock_event(ctx: &SockContext, ev_kind: u32, ev_hook: u32) {
+fn sock_event<const K: u32, const V6: bool>(ctx: &SockContext, ev_hook: u32) {
     let cookie = sock_cookie(ctx);
     let sk: *const bpf_sock = ctx.sock;
     emit(|ev| {
         ev.ts_ns = now();
         ev.cookie = cookie;
-        ev.kind = ev_kind;
+        ev.kind = K;
         ev.hook = ev_hook;
         fill_task(ev);
         // SAFETY: ctx.sock is the verifier-checked bpf_sock of this program.
         unsafe {
-            let family = (*sk).family as u16;
-            ev.family = family;
+            ev.family = (*sk).family as u16;
             ev.sock_type = (*sk).type_ as u16;
             ev.protocol = (*sk).protocol as u16;
-            if ev_kind != kind::CREATE {
+            if K == kind::BIND {
                 ev.local_port = (*sk).src_port as u16;
-                if family == AF_INET {
-                    ev.local_addr = v4((*sk).src_ip4);
-                } else if family == AF_INET6 {
+                if V6 {
                     ev.local_addr = v6((*sk).src_ip6);
+                } else {
+                    ev.local_addr = v4((*sk).src_ip4);
                 }
             }
         }
@@ -164,19 +166,19 @@ fn sock_event(ctx: &SockContext, ev_kind: u32, ev_hook: u32) {
 
 #[cgroup_sock(sock_create)]
 pub fn apptag_sock_create(ctx: SockContext) -> i32 {
-    sock_event(&ctx, kind::CREATE, hook::SOCK_CREATE);
+    sock_event::<{ kind::CREATE }, false>(&ctx, hook::SOCK_CREATE);
     1
 }
 
 #[cgroup_sock(post_bind4)]
 pub fn apptag_post_bind4(ctx: SockContext) -> i32 {
-    sock_event(&ctx, kind::BIND, hook::POST_BIND4);
+    sock_event::<{ kind::BIND }, false>(&ctx, hook::POST_BIND4);
     1
 }
 
 #[cgroup_sock(post_bind6)]
 pub fn apptag_post_bind6(ctx: SockContext) -> i32 {
-    sock_event(&ctx, kind::BIND, hook::POST_BIND6);
+    sock_event::<{ kind::BIND }, true>(&ctx, hook::POST_BIND6);
     1
 }
 
@@ -198,7 +200,7 @@ pub fn apptag_sock_release(ctx: SockContext) -> i32 {
 // ---------------------------------------------------------------------------------------
 
 #[inline(always)]
-fn sock_addr_event(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: bool) {
+fn sock_addr_event<const V6: bool>(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: bool) {
     let cookie = sock_cookie(ctx);
     if dedup && !first_use(cookie) {
         return;
@@ -212,15 +214,15 @@ fn sock_addr_event(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: boo
         fill_task(ev);
         // SAFETY: ctx.sock_addr is the verifier-checked bpf_sock_addr of this program.
         unsafe {
-            let family = (*sa).user_family as u16;
-            ev.family = family;
+            // The verifier only allows user_ip4 in the *4 hooks and user_ip6 in the *6 ones.
+            ev.family = if V6 { AF_INET6 } else { AF_INET };
             ev.sock_type = (*sa).type_ as u16;
             ev.protocol = (*sa).protocol as u16;
             ev.remote_port = u16::from_be((*sa).user_port as u16);
-            if family == AF_INET {
-                ev.remote_addr = v4((*sa).user_ip4);
-            } else if family == AF_INET6 {
+            if V6 {
                 ev.remote_addr = v6((*sa).user_ip6);
+            } else {
+                ev.remote_addr = v4((*sa).user_ip4);
             }
         }
     });
@@ -228,37 +230,37 @@ fn sock_addr_event(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: boo
 
 #[cgroup_sock_addr(connect4)]
 pub fn apptag_connect4(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::CONNECT, hook::CONNECT4, false);
+    sock_addr_event::<false>(&ctx, kind::CONNECT, hook::CONNECT4, false);
     1
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn apptag_connect6(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::CONNECT, hook::CONNECT6, false);
+    sock_addr_event::<true>(&ctx, kind::CONNECT, hook::CONNECT6, false);
     1
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn apptag_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::SEND, hook::SENDMSG4, true);
+    sock_addr_event::<false>(&ctx, kind::SEND, hook::SENDMSG4, true);
     1
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn apptag_sendmsg6(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::SEND, hook::SENDMSG6, true);
+    sock_addr_event::<true>(&ctx, kind::SEND, hook::SENDMSG6, true);
     1
 }
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn apptag_recvmsg4(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::RECV, hook::RECVMSG4, true);
+    sock_addr_event::<false>(&ctx, kind::RECV, hook::RECVMSG4, true);
     1
 }
 
 #[cgroup_sock_addr(recvmsg6)]
 pub fn apptag_recvmsg6(ctx: SockAddrContext) -> i32 {
-    sock_addr_event(&ctx, kind::RECV, hook::RECVMSG6, true);
+    sock_addr_event::<true>(&ctx, kind::RECV, hook::RECVMSG6, true);
     1
 }
 
@@ -308,7 +310,9 @@ pub fn apptag_sockops(ctx: SockOpsContext) -> u32 {
             fill_task(ev);
         }
         ev.local_port = ctx.local_port() as u16;
-        ev.remote_port = u16::from_be(ctx.remote_port() as u16);
+        // bpf_sock_ops.remote_port holds the network-order port in its upper 16 bits on
+        // little-endian hosts (the kernel shifts skc_dport left by 16).
+        ev.remote_port = u16::from_be((ctx.remote_port() >> 16) as u16);
         if family == AF_INET {
             ev.local_addr = v4(ctx.local_ip4());
             ev.remote_addr = v4(ctx.remote_ip4());

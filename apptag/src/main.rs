@@ -1,6 +1,12 @@
 //! The `apptag` command. Argument parsing and error reporting only; the work is in the
 //! library.
-use anyhow::Result;
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use apptag::attribution::Mode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -13,23 +19,157 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    #[command(flatten)]
+    capture: CaptureArgs,
+}
+
+/// Capture (the default command). Flags follow tcpdump where tcpdump has them.
+#[derive(clap::Args, Debug)]
+struct CaptureArgs {
+    /// Interface to capture on (repeatable; `any` for all, `lo` for loopback).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    interfaces: Vec<String>,
+    /// Output pcapng file [default: apptag-HOST-TIMESTAMP.pcapng].
+    #[arg(short = 'w', value_name = "FILE")]
+    write: Option<std::path::PathBuf>,
+    /// Stop after writing this many packets.
+    #[arg(short = 'c', value_name = "COUNT")]
+    count: Option<u64>,
+    /// Snap length: bytes kept of each packet.
+    #[arg(short = 's', value_name = "SNAPLEN", default_value_t = 262144)]
+    snaplen: u32,
+    /// Do not put the interface into promiscuous mode.
+    #[arg(short = 'p', long = "no-promiscuous-mode")]
+    no_promisc: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// How sockets are attributed to processes.
+    #[arg(long, value_enum, default_value_t = Mode::Ebpf)]
+    attribution: Mode,
+    /// Keep only packets of this process id (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Keep only packets of processes with this name (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    comms: Vec<String>,
+    /// Capture threads per interface (PACKET_FANOUT) [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Seconds between the periodic application-record blocks.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    app_interval: f64,
+    /// Capture filter in tcpdump (pcap-filter) syntax.
+    #[arg(trailing_var_arg = true, value_name = "FILTER")]
+    filter: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Which applications used the network in a capture: how much, with whom and when.
     Report(apptag::report::cli::ReportArgs),
+    /// Attach the probes and print every socket seen while running, with its process and
+    /// how it was attributed (one line each; JSON lines with --json). Needs root.
+    Sockets {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// How sockets are attributed.
+        #[arg(long, value_enum, default_value_t = Mode::Ebpf)]
+        attribution: Mode,
+    },
+    /// Print the applications and sockets recorded in a capture file (merges the periodic
+    /// application-record blocks).
+    Apps {
+        /// The pcapng file written by apptag.
+        file: std::path::PathBuf,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Ctrl-C and SIGTERM set the flag; the command then finishes cleanly.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn capture(a: CaptureArgs) -> Result<()> {
+    if a.interfaces.is_empty() {
+        anyhow::bail!(
+            "no interface given: use -i IFACE (e.g. -i lo, -i eth0, -i any); see apptag --help"
+        );
+    }
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cfg = apptag::pipeline::SensorConfig {
+        interfaces: a.interfaces,
+        output: a.write.unwrap_or_else(apptag::pipeline::default_output),
+        snaplen: a.snaplen,
+        promisc: !a.no_promisc,
+        filter: (!a.filter.is_empty()).then(|| a.filter.join(" ")),
+        count: a.count,
+        duration: a.duration.map(Duration::from_secs_f64),
+        attribution: a.attribution,
+        workers,
+        app_interval: Duration::from_secs_f64(a.app_interval.max(0.1)),
+        pids: a.pids,
+        comms: a.comms,
+    };
+    let stop = stop_flag()?;
+    log::info!("writing {}", cfg.output.display());
+    let s = apptag::pipeline::run(&cfg, stop)?;
+    eprintln!(
+        "{} packets captured, {} written ({}), {} dropped by the kernel, {} dropped in apptag, \
+         {:.1}% attributed to a process",
+        s.captured,
+        s.written,
+        apptag::status::human_bytes(s.bytes),
+        s.kernel_dropped,
+        s.queue_dropped,
+        apptag::status::share(s.attributed, s.captured)
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.cmd {
-        None => {
-            println!(
-                "kernel object: {} bytes",
-                apptag::probes::KERNEL_OBJECT.len()
-            );
+        Some(Cmd::Sockets {
+            json,
+            duration,
+            attribution,
+        }) => {
+            let stop = stop_flag()?;
+            let mut out = std::io::stdout().lock();
+            match apptag::attribution::watch::watch(
+                attribution,
+                duration.map(Duration::from_secs_f64),
+                json,
+                stop,
+                &mut out,
+            ) {
+                // `apptag sockets | head` is a normal way to stop.
+                Err(apptag::attribution::watch::WatchError::Output(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(())
+                }
+                r => Ok(r?),
+            }
+        }
+        None => capture(cli.capture),
+        Some(Cmd::Apps { file, json }) => {
+            apptag::pcapng::apps::print(&file, json, &mut std::io::stdout().lock())?;
             Ok(())
         }
         Some(Cmd::Report(args)) => {

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::{AppRecord, Direction, Packet, ProcessInfo, proto};
+use crate::{
+    model::{AppRecord, Direction, Packet, ProcessInfo, proto},
+    pcapng::AppTable,
+};
 
 use super::{
     dissect::{self, Dissected, Fragment},
@@ -265,42 +268,14 @@ impl Timeline {
 #[derive(Clone, Debug, Default)]
 pub struct Metadata {
     pub processes: Vec<ProcessInfo>,
-    pub apps: Vec<AppRecord>,
+    /// The periodic application-record blocks, merged.
+    pub table: AppTable,
 }
 
 impl Metadata {
-    /// Adds one application table; later tables update earlier ones (same name and exe).
+    /// Adds application records newer than those added before.
     pub fn add_apps(&mut self, apps: Vec<AppRecord>) {
-        for app in apps {
-            if let Some(old) = self
-                .apps
-                .iter_mut()
-                .find(|a| a.name == app.name && a.exe == app.exe && a.cgroup == app.cgroup)
-            {
-                for p in &app.pids {
-                    if !old.pids.contains(p) {
-                        old.pids.push(*p);
-                    }
-                }
-                for s in app.sockets {
-                    let same = |o: &crate::model::SocketRecord| {
-                        o.protocol == s.protocol
-                            && o.local_addr == s.local_addr
-                            && o.local_port == s.local_port
-                            && o.remote_addr == s.remote_addr
-                            && o.remote_port == s.remote_port
-                            && o.cookie == s.cookie
-                            && o.pid == s.pid
-                    };
-                    match old.sockets.iter_mut().find(|o| same(o)) {
-                        Some(o) => *o = s,
-                        None => old.sockets.push(s),
-                    }
-                }
-            } else {
-                self.apps.push(app);
-            }
-        }
+        self.table.merge(apps);
     }
 
     pub fn add_process(&mut self, p: ProcessInfo) {
@@ -314,7 +289,7 @@ impl Metadata {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.processes.is_empty() && self.apps.is_empty()
+        self.processes.is_empty() && self.table.apps().is_empty()
     }
 }
 
@@ -369,7 +344,7 @@ impl Aggregator {
             processes: meta.processes.clone(),
             direction_guessed: 0,
         };
-        for app in &meta.apps {
+        for app in meta.table.apps() {
             let line = agg.app_line(&app.name, &app.exe, &app.cgroup);
             for &pid in &app.pids {
                 agg.bind_pid(pid, app.start_ns, line);
@@ -478,6 +453,11 @@ impl Aggregator {
 
     pub fn interface(&mut self, linktype: u16) {
         self.linktypes.push(linktype);
+    }
+
+    /// A new pcapng section: its interfaces are numbered from 0 again.
+    pub fn new_section(&mut self) {
+        self.linktypes.clear();
     }
 
     pub fn linktypes(&self) -> &[u16] {

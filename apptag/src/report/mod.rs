@@ -32,11 +32,8 @@ pub enum ReportError {
     Truncated { offset: u64, what: String },
     #[error("corrupt capture at byte {offset}: {what}")]
     Corrupt { offset: u64, what: String },
-    #[error(
-        "this is a pcapng file, and pcapng reading is not in this build yet; convert it \
-         with `editcap -F pcap FILE OUT.pcap` to report on it (process tags are lost)"
-    )]
-    PcapngUnavailable,
+    #[error("{0}")]
+    Pcapng(crate::pcapng::PcapngError),
     #[error("cannot draw the plot {path}: {what}")]
     Plot { path: String, what: String },
     #[error("cannot write {path}: {source}")]
@@ -47,6 +44,21 @@ pub enum ReportError {
     },
     #[error("cannot encode the report as JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl From<crate::pcapng::PcapngError> for ReportError {
+    fn from(e: crate::pcapng::PcapngError) -> Self {
+        use crate::pcapng::PcapngError as P;
+        // Damage in the file keeps its offset, whichever reader found it.
+        match e {
+            P::Corrupt { offset, what } => ReportError::Corrupt { offset, what },
+            P::Truncated { offset, .. } => ReportError::Truncated {
+                offset,
+                what: e.to_string(),
+            },
+            other => ReportError::Pcapng(other),
+        }
+    }
 }
 
 impl ReportError {
@@ -114,14 +126,16 @@ fn run(
                 }
             }
             Ok(Record::Interface(i)) => agg.interface(i.linktype),
+            Ok(Record::Section) => agg.new_section(),
             Ok(_) => {}
+            // Structural damage ends the stream (the reader returns None next); a damaged
+            // block content is skipped and reading goes on.
             Err(e) => {
                 log::warn!("{e}");
                 problems.push(Problem {
                     offset: e.offset().unwrap_or(0),
                     message: e.to_string(),
                 });
-                break;
             }
         }
     }
@@ -144,9 +158,16 @@ fn collect_metadata(mut records: Records, release: &mut impl FnMut(usize)) -> Me
         }
         match rec {
             Ok(Record::Process(p)) => meta.add_process(p),
-            Ok(Record::AppRecords { apps, .. }) => meta.add_apps(apps),
-            Ok(_) => {}
-            Err(_) => break,
+            Ok(Record::AppRecords {
+                sequence,
+                final_table,
+                part,
+                parts,
+                apps,
+            }) => meta
+                .table
+                .merge_block(sequence, final_table, part, parts, apps),
+            Ok(_) | Err(_) => {}
         }
     }
     meta

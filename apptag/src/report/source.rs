@@ -26,10 +26,16 @@ pub enum Record<'a> {
     /// A new interface; interfaces are numbered in the order they appear.
     Interface(InterfaceInfo),
     Process(ProcessInfo),
+    /// One application-record block (one part of a table write).
     AppRecords {
+        sequence: u32,
         final_table: bool,
+        part: u16,
+        parts: u16,
         apps: Vec<AppRecord>,
     },
+    /// A new pcapng section: interface ids restart at 0.
+    Section,
     InterfaceStats {
         interface: u32,
         stats: InterfaceStats,
@@ -120,6 +126,7 @@ enum Inner<'a> {
         reader: pcap::PcapReader<'a>,
         interface: Option<InterfaceInfo>,
     },
+    Pcapng(crate::pcapng::Reader<'a>),
 }
 
 /// The records of a capture, in file order.
@@ -145,7 +152,7 @@ impl<'a> Records<'a> {
                     }),
                 }
             }
-            Format::Pcapng => return Err(ReportError::PcapngUnavailable),
+            Format::Pcapng => Inner::Pcapng(crate::pcapng::Reader::new(data)?),
         };
         Ok(Self { inner, format })
     }
@@ -158,6 +165,7 @@ impl<'a> Records<'a> {
     pub fn offset(&self) -> usize {
         match &self.inner {
             Inner::Pcap { reader, .. } => reader.offset(),
+            Inner::Pcapng(reader) => reader.offset() as usize,
         }
     }
 
@@ -170,6 +178,38 @@ impl<'a> Records<'a> {
                     return Some(Ok(Record::Interface(i)));
                 }
                 reader.next_packet().map(|r| r.map(Record::Packet))
+            }
+            Inner::Pcapng(reader) => {
+                use crate::pcapng::Record as R;
+                loop {
+                    let rec = match reader.next_record()? {
+                        Ok(r) => r,
+                        Err(e) => return Some(Err(e.into())),
+                    };
+                    return Some(Ok(match rec {
+                        R::Packet(p) => Record::Packet(p),
+                        R::Interface(i) => Record::Interface(i),
+                        R::Process(p) => Record::Process(p),
+                        R::AppRecords {
+                            sequence,
+                            final_table,
+                            part,
+                            parts,
+                            apps,
+                        } => Record::AppRecords {
+                            sequence,
+                            final_table,
+                            part,
+                            parts,
+                            apps,
+                        },
+                        R::InterfaceStats { interface, stats } => {
+                            Record::InterfaceStats { interface, stats }
+                        }
+                        R::Section => Record::Section,
+                        R::Other { .. } => continue,
+                    }));
+                }
             }
         }
     }

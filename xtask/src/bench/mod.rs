@@ -1,8 +1,11 @@
 //! Benchmarks. Each compares apptag with the tool a user would otherwise pick, on the same
 //! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
+mod attribution;
+
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
+mod pcapng;
 mod report;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -19,6 +22,8 @@ pub enum Name {
 
 pub fn run(name: Name, args: &[String]) -> Result<()> {
     match name {
+        Name::Attribution => attribution::run(args),
+        Name::Pcapng => pcapng::run(args),
         Name::Report => report::run(args),
         other => bail!("benchmark {other:?} is not written yet"),
     }

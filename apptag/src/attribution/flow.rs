@@ -1,0 +1,310 @@
+//! Packet and socket endpoints in one canonical form, so that a packet's 5-tuple and a
+//! socket's addresses compare equal whatever family the socket was opened with: IPv4
+//! addresses are stored as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), the form dual-stack sockets
+//! report, so `::ffff:10.0.0.1` on a socket matches 10.0.0.1 in an IPv4 packet.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+/// An address in canonical (IPv4-mapped) 16-byte form.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr(pub [u8; 16]);
+
+impl Addr {
+    pub const UNSPECIFIED: Addr = Addr([0; 16]);
+
+    pub fn from_v4(b: [u8; 4]) -> Self {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&b);
+        Addr(a)
+    }
+
+    /// From the kernel's 16-byte field: IPv4 in the first 4 bytes when `family` is AF_INET.
+    pub fn from_kernel(family: u16, raw: &[u8; 16]) -> Self {
+        if family == apptag_common::AF_INET {
+            Self::from_v4([raw[0], raw[1], raw[2], raw[3]])
+        } else {
+            Addr(*raw)
+        }
+    }
+
+    pub fn from_ip(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::from_v4(v4.octets()),
+            IpAddr::V6(v6) => Addr(v6.octets()),
+        }
+    }
+
+    pub fn is_v4(&self) -> bool {
+        self.0[..10] == [0; 10] && self.0[10] == 0xff && self.0[11] == 0xff
+    }
+
+    /// "Any address": 0.0.0.0 or ::.
+    pub fn is_unspecified(&self) -> bool {
+        self.0 == [0; 16] || (self.is_v4() && self.0[12..] == [0; 4])
+    }
+
+    pub fn to_ip(self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::new(
+                self.0[12], self.0[13], self.0[14], self.0[15],
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_ip().fmt(f)
+    }
+}
+
+impl Serialize for Addr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A connection seen from this host: local end, remote end, transport protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub local: Addr,
+    pub local_port: u16,
+    pub remote: Addr,
+    pub remote_port: u16,
+    pub protocol: u8,
+}
+
+impl Tuple {
+    pub fn reversed(&self) -> Tuple {
+        Tuple {
+            local: self.remote,
+            local_port: self.remote_port,
+            remote: self.local,
+            remote_port: self.local_port,
+            protocol: self.protocol,
+        }
+    }
+
+    /// The local end only: what a bound-but-unconnected socket (UDP server, TCP listener)
+    /// is known by.
+    pub fn local_key(&self) -> LocalKey {
+        LocalKey {
+            addr: self.local,
+            port: self.local_port,
+            protocol: self.protocol,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalKey {
+    pub addr: Addr,
+    pub port: u16,
+    pub protocol: u8,
+}
+
+impl LocalKey {
+    /// The same port on the wildcard address (a socket bound to 0.0.0.0 or ::).
+    pub fn wildcard(&self) -> LocalKey {
+        LocalKey {
+            addr: if self.addr.is_v4() {
+                Addr::from_v4([0; 4])
+            } else {
+                Addr::UNSPECIFIED
+            },
+            ..*self
+        }
+    }
+}
+
+/// Source and destination of a packet, as found in its headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketEnds {
+    pub src: Addr,
+    pub src_port: u16,
+    pub dst: Addr,
+    pub dst_port: u16,
+    pub protocol: u8,
+}
+
+impl PacketEnds {
+    /// The tuple as seen by the sender (local = source).
+    pub fn as_sender(&self) -> Tuple {
+        Tuple {
+            local: self.src,
+            local_port: self.src_port,
+            remote: self.dst,
+            remote_port: self.dst_port,
+            protocol: self.protocol,
+        }
+    }
+
+    /// The tuple as seen by the receiver (local = destination).
+    pub fn as_receiver(&self) -> Tuple {
+        self.as_sender().reversed()
+    }
+}
+
+pub const LINKTYPE_NULL: u32 = 0;
+pub const LINKTYPE_ETHERNET: u32 = 1;
+pub const LINKTYPE_RAW: u32 = 101;
+pub const LINKTYPE_LINUX_SLL: u32 = 113;
+pub const LINKTYPE_IPV4: u32 = 228;
+pub const LINKTYPE_IPV6: u32 = 229;
+pub const LINKTYPE_LINUX_SLL2: u32 = 276;
+
+/// Finds the IP 5-tuple of a captured frame. Only as much parsing as attribution needs; it
+/// runs on every packet, so it never allocates.
+pub fn packet_ends(linktype: u32, frame: &[u8]) -> Option<PacketEnds> {
+    let (ethertype, l3) = match linktype {
+        LINKTYPE_ETHERNET => {
+            let mut et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+            let mut off = 14;
+            // 802.1Q / 802.1ad tags.
+            while et == 0x8100 || et == 0x88a8 {
+                et = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
+                off += 4;
+            }
+            (et, frame.get(off..)?)
+        }
+        LINKTYPE_LINUX_SLL => (
+            u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]),
+            frame.get(16..)?,
+        ),
+        LINKTYPE_LINUX_SLL2 => (
+            u16::from_be_bytes([*frame.first()?, *frame.get(1)?]),
+            frame.get(20..)?,
+        ),
+        LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => match frame.first()? >> 4 {
+            4 => (0x0800, frame),
+            6 => (0x86dd, frame),
+            _ => return None,
+        },
+        LINKTYPE_NULL => {
+            let fam = u32::from_ne_bytes(frame.get(..4)?.try_into().ok()?);
+            let et = match fam {
+                2 => 0x0800,
+                10 | 24 | 28 | 30 => 0x86dd,
+                _ => return None,
+            };
+            (et, frame.get(4..)?)
+        }
+        _ => return None,
+    };
+    match ethertype {
+        0x0800 => ipv4(l3),
+        0x86dd => ipv6(l3),
+        _ => None,
+    }
+}
+
+fn ports(proto: u8, l4: &[u8]) -> (u16, u16) {
+    match proto {
+        6 | 17 | 132 | 136 if l4.len() >= 4 => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        _ => (0, 0),
+    }
+}
+
+fn ipv4(p: &[u8]) -> Option<PacketEnds> {
+    if p.len() < 20 || p[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let proto = p[9];
+    let frag_off = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
+    let (sp, dp) = if frag_off == 0 {
+        ports(proto, p.get(ihl..).unwrap_or(&[]))
+    } else {
+        (0, 0)
+    };
+    Some(PacketEnds {
+        src: Addr::from_v4([p[12], p[13], p[14], p[15]]),
+        dst: Addr::from_v4([p[16], p[17], p[18], p[19]]),
+        src_port: sp,
+        dst_port: dp,
+        protocol: proto,
+    })
+}
+
+fn ipv6(p: &[u8]) -> Option<PacketEnds> {
+    if p.len() < 40 || p[0] >> 4 != 6 {
+        return None;
+    }
+    let mut next = p[6];
+    let mut off = 40;
+    // Hop-by-hop, routing, destination options and fragment headers.
+    for _ in 0..8 {
+        match next {
+            0 | 43 | 60 => {
+                let len = (usize::from(*p.get(off + 1)?) + 1) * 8;
+                next = *p.get(off)?;
+                off += len;
+            }
+            44 => {
+                let frag = u16::from_be_bytes([*p.get(off + 2)?, *p.get(off + 3)?]) & 0xfff8;
+                next = *p.get(off)?;
+                off += 8;
+                if frag != 0 {
+                    off = usize::MAX;
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let (sp, dp) = if off == usize::MAX {
+        (0, 0)
+    } else {
+        ports(next, p.get(off..).unwrap_or(&[]))
+    };
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&p[8..24]);
+    dst.copy_from_slice(&p[24..40]);
+    Some(PacketEnds {
+        src: Addr(src),
+        dst: Addr(dst),
+        src_port: sp,
+        dst_port: dp,
+        protocol: next,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_v6_equals_v4() {
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(
+            Addr::from_ip(IpAddr::V6(mapped)),
+            Addr::from_ip(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)))
+        );
+        assert!(Addr::from_v4([0; 4]).is_unspecified());
+    }
+
+    #[test]
+    fn parses_udp_in_ethernet() {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[14 + 9] = 17;
+        f[14 + 12..14 + 16].copy_from_slice(&[127, 0, 0, 1]);
+        f[14 + 16..14 + 20].copy_from_slice(&[127, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        let e = packet_ends(LINKTYPE_ETHERNET, &f).unwrap();
+        assert_eq!((e.src_port, e.dst_port, e.protocol), (1234, 53, 17));
+        assert_eq!(e.dst.to_string(), "127.0.0.2");
+        assert!(packet_ends(LINKTYPE_ETHERNET, &f[..20]).is_none());
+    }
+}

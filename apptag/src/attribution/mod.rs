@@ -1,0 +1,235 @@
+//! Attribution: which process owns the socket behind each packet.
+//!
+//! Kernel events (see [`crate::probes`]) feed a [`SocketTable`]; packets are looked up in
+//! it by 5-tuple. Sockets the probes never reported (opened before start, hooks missing)
+//! are found by a fallback thread that reads the kernel's socket tables (netlink sock_diag,
+//! or /proc/net in `procfs` mode) and joins them with /proc/PID/fd, off the packet path.
+pub mod flow;
+pub mod process;
+pub mod procfs;
+pub mod sockdiag;
+pub mod table;
+pub mod watch;
+
+use std::{
+    sync::mpsc::{self, Receiver, Sender},
+    time::{Duration, Instant},
+};
+
+pub use flow::{Addr, PacketEnds, Tuple};
+pub use table::{SockInfo, SocketTable, Tag};
+
+use crate::{
+    model::{Direction, Provenance},
+    probes::{EventStream, KernelStats, ProbeConfig, ProbeError, Probes, ProgramStatus},
+    sys::BootClock,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttributionError {
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    #[error("could not start the fallback thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// How sockets are attributed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// eBPF programs on socket and cgroup hooks, with the sock_diag fallback.
+    #[default]
+    Ebpf,
+    /// /proc/net and /proc/PID/fd only, no eBPF: the original design's method.
+    Procfs,
+}
+
+/// Everything attribution needs at run time.
+pub struct Attributor {
+    mode: Mode,
+    table: SocketTable,
+    probes: Option<Probes>,
+    events: Option<EventStream>,
+    fallback_tx: Sender<()>,
+    fallback_rx: Receiver<Vec<(sockdiag::DiagSocket, Option<u32>)>>,
+    fallback_pending: bool,
+    pub misses: u64,
+    pub fallback_runs: u64,
+    last_gc: Instant,
+}
+
+impl Attributor {
+    /// Attaches the probes (eBPF mode) and seeds the table with the sockets that exist now.
+    pub fn start(mode: Mode, probe_config: &ProbeConfig) -> Result<Self, AttributionError> {
+        let clock = BootClock::new();
+        let (probes, events) = match mode {
+            Mode::Ebpf => {
+                let mut p = Probes::attach(probe_config)?;
+                let ev = p.events()?;
+                (Some(p), Some(ev))
+            }
+            Mode::Procfs => (None, None),
+        };
+        let (req_tx, req_rx) = mpsc::channel::<()>();
+        let (res_tx, res_rx) = mpsc::channel();
+        // procfs mode looks up on every miss as the original did (bounded at 100 scans/s);
+        // eBPF mode only needs it for what the probes missed.
+        let min_interval = match mode {
+            Mode::Ebpf => Duration::from_millis(200),
+            Mode::Procfs => Duration::from_millis(10),
+        };
+        std::thread::Builder::new()
+            .name("apptag-fallback".into())
+            .spawn(move || fallback_loop(mode, req_rx, res_tx, min_interval))
+            .map_err(AttributionError::Thread)?;
+        let mut a = Self {
+            mode,
+            table: SocketTable::new(clock),
+            probes,
+            events,
+            fallback_tx: req_tx,
+            fallback_rx: res_rx,
+            fallback_pending: false,
+            misses: 0,
+            fallback_runs: 0,
+            last_gc: Instant::now(),
+        };
+        // Probes first, then the seed: a socket created in between is seen by both, and
+        // the probes' record wins.
+        a.seed();
+        Ok(a)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Reads the kernel's socket tables synchronously (at start).
+    fn seed(&mut self) {
+        let found = scan(self.mode);
+        let now = crate::sys::now_ns();
+        for (d, pid) in &found {
+            self.table.apply_diag(d, *pid, now, self.provenance());
+        }
+        log::info!("attribution: {} existing sockets seeded", found.len());
+    }
+
+    fn provenance(&self) -> Provenance {
+        match self.mode {
+            Mode::Ebpf => Provenance::SockDiag,
+            Mode::Procfs => Provenance::Procfs,
+        }
+    }
+
+    /// Moves pending kernel events and fallback results into the table. Call before
+    /// tagging packets captured up to now.
+    pub fn poll(&mut self) -> usize {
+        let mut n = 0;
+        if let Some(ev) = self.events.as_mut() {
+            let table = &mut self.table;
+            n += ev.drain(|e| table.apply(e));
+        }
+        while let Ok(found) = self.fallback_rx.try_recv() {
+            self.fallback_pending = false;
+            self.fallback_runs += 1;
+            let now = crate::sys::now_ns();
+            let prov = self.provenance();
+            for (d, pid) in &found {
+                self.table.apply_diag(d, *pid, now, prov);
+            }
+        }
+        if self.last_gc.elapsed() > Duration::from_secs(10) {
+            self.last_gc = Instant::now();
+            self.table.gc(crate::sys::now_ns(), 120_000_000_000);
+        }
+        n
+    }
+
+    /// Waits up to `timeout_ms` for kernel events.
+    pub fn wait(&self, timeout_ms: i32) {
+        match &self.events {
+            Some(ev) => {
+                ev.wait(timeout_ms);
+            }
+            None => std::thread::sleep(Duration::from_millis(timeout_ms.max(0) as u64)),
+        }
+    }
+
+    /// Tags one packet. A miss asks the fallback thread to rescan (at most one request in
+    /// flight), so a later packet of the same flow is tagged.
+    pub fn tag(&mut self, ends: &PacketEnds, dir: Direction, ts_ns: u64) -> Option<Tag> {
+        let t = self.table.lookup(ends, dir, ts_ns);
+        if t.is_none() && is_local_candidate(ends) {
+            self.misses += 1;
+            if !self.fallback_pending && self.fallback_tx.send(()).is_ok() {
+                self.fallback_pending = true;
+            }
+        }
+        t
+    }
+
+    /// Asks the fallback thread for a scan of the socket tables (no-op if one is pending).
+    pub fn request_scan(&mut self) {
+        if !self.fallback_pending && self.fallback_tx.send(()).is_ok() {
+            self.fallback_pending = true;
+        }
+    }
+
+    pub fn table(&self) -> &SocketTable {
+        &self.table
+    }
+
+    pub fn table_mut(&mut self) -> &mut SocketTable {
+        &mut self.table
+    }
+
+    pub fn probe_status(&self) -> &[ProgramStatus] {
+        self.probes.as_ref().map(|p| p.status()).unwrap_or(&[])
+    }
+
+    pub fn kernel_stats(&self) -> Option<KernelStats> {
+        self.probes.as_ref().and_then(|p| p.kernel_stats().ok())
+    }
+}
+
+/// Only TCP/UDP/UDPLite with ports can be found in socket tables.
+fn is_local_candidate(e: &PacketEnds) -> bool {
+    matches!(e.protocol, 6 | 17 | 136) && (e.src_port != 0 || e.dst_port != 0)
+}
+
+fn scan(mode: Mode) -> Vec<(sockdiag::DiagSocket, Option<u32>)> {
+    let socks = match mode {
+        Mode::Ebpf => sockdiag::dump_all().unwrap_or_else(|e| {
+            log::warn!("sock_diag dump failed ({e}); falling back to /proc/net");
+            procfs::dump_all()
+        }),
+        Mode::Procfs => procfs::dump_all(),
+    };
+    let inodes = process::socket_inodes();
+    socks
+        .into_iter()
+        .map(|d| {
+            let pid = inodes.get(&d.inode).copied();
+            (d, pid)
+        })
+        .collect()
+}
+
+fn fallback_loop(
+    mode: Mode,
+    req: Receiver<()>,
+    res: Sender<Vec<(sockdiag::DiagSocket, Option<u32>)>>,
+    min_interval: Duration,
+) {
+    let mut last = Instant::now() - min_interval;
+    while req.recv().is_ok() {
+        while req.try_recv().is_ok() {}
+        if let Some(wait) = min_interval.checked_sub(last.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        last = Instant::now();
+        if res.send(scan(mode)).is_err() {
+            return;
+        }
+    }
+}

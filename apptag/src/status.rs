@@ -1,0 +1,79 @@
+//! The live status line on a terminal: packets, bytes, drops, share attributed and the
+//! busiest applications, redrawn at most twice a second.
+use std::{
+    io::{IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+use crate::pipeline::Summary;
+
+pub struct StatusLine {
+    enabled: bool,
+    last: Instant,
+}
+
+impl StatusLine {
+    pub fn new() -> Self {
+        Self {
+            enabled: std::io::stderr().is_terminal(),
+            last: Instant::now(),
+        }
+    }
+
+    pub fn update(&mut self, s: &Summary, top: &[(String, u64)]) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last = Instant::now();
+        let apps: Vec<String> = top
+            .iter()
+            .map(|(n, b)| format!("{n} {}", human_bytes(*b)))
+            .collect();
+        let mut e = std::io::stderr().lock();
+        let _ = write!(
+            e,
+            "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%  top: {}",
+            s.written,
+            human_bytes(s.bytes),
+            s.kernel_dropped + s.queue_dropped,
+            share(s.attributed, s.captured),
+            apps.join(", ")
+        );
+        let _ = e.flush();
+    }
+
+    pub fn clear(&mut self) {
+        if self.enabled {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
+
+impl Default for StatusLine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < U.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}

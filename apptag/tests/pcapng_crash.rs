@@ -1,0 +1,248 @@
+//! Crash safety: a writer killed with SIGKILL, and a full disk, leave a file that tshark and
+//! capinfos accept and that still holds the application records written before.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apptag::model::{Direction, Packet};
+use apptag::pcapng::{self, PcapngError, Record, SectionInfo, Writer};
+use common::*;
+
+const CHILD_OUT: &str = "APPTAG_TEST_CHILD_OUT";
+const CHILD_PACED: &str = "APPTAG_TEST_CHILD_PACED";
+
+/// Counts (packets, app-record blocks, errors) with our reader.
+fn scan(path: &Path) -> (usize, usize, Vec<PcapngError>) {
+    let m = pcapng::open_file(path).expect("open");
+    let (mut packets, mut blocks, mut errors) = (0, 0, Vec::new());
+    for r in m.reader().expect("reader") {
+        match r {
+            Ok(Record::Packet(_)) => packets += 1,
+            Ok(Record::AppRecords { .. }) => blocks += 1,
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    (packets, blocks, errors)
+}
+
+fn frame() -> Vec<u8> {
+    udp_frame([127, 0, 0, 1], 40000, [127, 0, 0, 1], 53, 64)
+}
+
+/// Not a test of its own: the body of the child process that the kill tests spawn (this
+/// test binary re-executed with CHILD_OUT set). Without the variable it does nothing.
+#[test]
+fn child_writer() {
+    let Ok(out) = std::env::var(CHILD_OUT) else {
+        return;
+    };
+    let paced = std::env::var(CHILD_PACED).is_ok();
+    let mut w = Writer::create(&out, &SectionInfo::detect()).expect("create");
+    let ifid = w.add_interface(&eth_lo()).expect("idb");
+    w.write_process(&process(4242, "curl")).expect("process");
+    let data = frame();
+    let mut ts = T0;
+    for round in 0u64.. {
+        for _ in 0..2000 {
+            ts += 1000;
+            w.write_packet(&Packet {
+                ts_ns: ts,
+                interface: ifid,
+                orig_len: 64,
+                data: &data,
+                direction: Direction::Outbound,
+                pid: 4242,
+                tid: 4242,
+            })
+            .expect("packet");
+        }
+        w.write_app_records(&[app("curl", 4242, (round % 50) as u32 + 1)], false)
+            .expect("app records");
+        if paced {
+            println!("flushed {round}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn spawn_child(out: &Path, paced: bool) -> std::process::Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut c = Command::new(exe);
+    c.args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .env(CHILD_OUT, out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if paced {
+        c.env(CHILD_PACED, "1");
+    }
+    c.spawn().expect("spawn child writer")
+}
+
+#[test]
+fn sigkill_between_flushes_leaves_a_valid_file_with_app_records() {
+    let dir = TempDir::new("kill-paced");
+    let f = dir.path("killed.pcapng");
+    let mut child = spawn_child(&f, true);
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut flushed = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("child output");
+        if line.starts_with("flushed ") {
+            flushed += 1;
+            if flushed == 5 {
+                break;
+            }
+        }
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "child was killed by SIGKILL"
+    );
+    assert_tools_accept(&f);
+    let (packets, blocks, errors) = scan(&f);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(blocks >= 5, "app-record blocks before the kill: {blocks}");
+    assert!(packets >= 5 * 2000, "packets before the kill: {packets}");
+    let tshark = stdout_of(
+        "tshark",
+        &["-r", f.to_str().unwrap_or(""), "-Y", "!frame.cb_pen"],
+    );
+    assert_eq!(
+        tshark.lines().count(),
+        packets,
+        "tshark and our reader agree"
+    );
+}
+
+#[test]
+fn sigkill_at_full_speed_leaves_a_file_readable_up_to_its_last_block() {
+    let dir = TempDir::new("kill-fast");
+    let f = dir.path("killed.pcapng");
+    let mut child = spawn_child(&f, false);
+    let start = Instant::now();
+    while std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) < 4 << 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "child wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let (_, blocks, errors) = scan(&f);
+    assert!(
+        blocks >= 1,
+        "app-record blocks written before the kill are readable"
+    );
+    // Only complete blocks are ever handed to the kernel; a kill inside a write() system
+    // call can still leave part of one. Our reader must name it, and repair must fix it.
+    match errors.as_slice() {
+        [] => {}
+        [PcapngError::Truncated { offset, .. }] => {
+            let len = pcapng::repair_file(&f).expect("repair");
+            assert_eq!(len, *offset);
+        }
+        other => panic!("unexpected errors after kill: {other:?}"),
+    }
+    assert_tools_accept(&f);
+    assert!(scan(&f).2.is_empty());
+}
+
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn full_disk_cuts_the_file_back_to_its_last_complete_block() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("full_disk test needs root to mount a tmpfs (cargo xtask test runs as root)");
+        return;
+    }
+    let dir = TempDir::new("enospc");
+    let mnt = dir.path("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let o = run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=256k",
+            "tmpfs",
+            mnt.to_str().unwrap_or(""),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "mount tmpfs: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _guard = Mount(mnt.clone());
+
+    let f = mnt.join("full.pcapng");
+    let mut w = Writer::create(&f, &SectionInfo::detect()).expect("create");
+    let ifid = w.add_interface(&eth_lo()).expect("idb");
+    let data = frame();
+    let mut written_apps = 0;
+    let err = 'fill: {
+        for i in 0..1_000_000u64 {
+            let r = w.write_packet(&Packet {
+                ts_ns: T0 + i,
+                interface: ifid,
+                orig_len: 64,
+                data: &data,
+                direction: Direction::Inbound,
+                pid: 7,
+                tid: 7,
+            });
+            if let Err(e) = r {
+                break 'fill e;
+            }
+            if i % 300 == 299 {
+                match w.write_app_records(&[app("curl", 4242, 2)], false) {
+                    Ok(()) => written_apps += 1,
+                    Err(e) => break 'fill e,
+                }
+            }
+        }
+        panic!("a 256 KiB tmpfs never filled up");
+    };
+    match &err {
+        PcapngError::Io { source, .. } => assert_eq!(source.raw_os_error(), Some(libc::ENOSPC)),
+        other => panic!("expected ENOSPC, got {other}"),
+    }
+    let len = std::fs::metadata(&f).expect("stat").len();
+    assert_eq!(
+        len,
+        w.bytes_written(),
+        "file ends at the last complete block"
+    );
+    drop(w);
+    assert_tools_accept(&f);
+    let (packets, blocks, errors) = scan(&f);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(packets > 0);
+    assert_eq!(
+        blocks, written_apps,
+        "every app-record block reported written is in the file"
+    );
+}

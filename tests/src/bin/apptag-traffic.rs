@@ -1,0 +1,198 @@
+//! Traffic maker for the integration tests: each scenario is one real process doing one
+//! kind of socket work, printing `key=value` lines (its local address, pids, tids) so the
+//! test can assert exactly which process apptag should name.
+//!
+//! Usage: apptag-traffic SCENARIO ADDR [ARG]
+use std::{
+    io::{BufRead, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+fn tid() -> i64 {
+    // SAFETY: no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+fn say(k: &str, v: impl std::fmt::Display) {
+    println!("{k}={v}");
+    let _ = std::io::stdout().flush();
+}
+
+fn wait_stdin() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: apptag-traffic SCENARIO ADDR [ARG]");
+        std::process::exit(2);
+    }
+    let addr: SocketAddr = match args[2].parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bad address {}: {e}", args[2]);
+            std::process::exit(2);
+        }
+    };
+    let arg = args.get(3).cloned().unwrap_or_default();
+    say("pid", std::process::id());
+    say("tid", tid());
+    if let Err(e) = run(&args[1], addr, &arg) {
+        eprintln!("apptag-traffic {}: {e}", args[1]);
+        std::process::exit(1);
+    }
+}
+
+fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
+    match scenario {
+        // Connect, send one message, read the echo, exit: as short-lived as it gets.
+        "tcp-client" => {
+            let mut s = TcpStream::connect(addr)?;
+            say("local", s.local_addr()?);
+            s.write_all(b"hello")?;
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf)?;
+        }
+        // Accept one connection, echo what it sends, exit.
+        "tcp-server" => {
+            let l = TcpListener::bind(addr)?;
+            say("listen", l.local_addr()?);
+            let (mut s, peer) = l.accept()?;
+            say("peer", peer);
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf)?;
+            s.write_all(&buf[..n])?;
+            let _ = s.read(&mut buf);
+        }
+        "udp-send" => {
+            let s = UdpSocket::bind(if addr.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            })?;
+            say("local", s.local_addr()?);
+            for _ in 0..count(arg) {
+                s.send_to(b"ping", addr)?;
+            }
+        }
+        "udp-connected" => {
+            let s = UdpSocket::bind(if addr.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            })?;
+            s.connect(addr)?;
+            say("local", s.local_addr()?);
+            for _ in 0..count(arg) {
+                s.send(b"ping")?;
+            }
+        }
+        // Bind, report, receive one datagram and answer it.
+        "udp-recv" => {
+            let s = UdpSocket::bind(addr)?;
+            say("listen", s.local_addr()?);
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut buf = [0u8; 64];
+            let (n, peer) = s.recv_from(&mut buf)?;
+            s.send_to(&buf[..n], peer)?;
+        }
+        "sendmmsg" => sendmmsg(addr, count(arg))?,
+        // Connect in the parent, fork; only the child sends.
+        "fork-send" => {
+            let mut s = TcpStream::connect(addr)?;
+            say("local", s.local_addr()?);
+            // SAFETY: single-threaded process; the child only writes and exits.
+            let child = unsafe { libc::fork() };
+            if child < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if child == 0 {
+                let _ = s.write_all(b"from child");
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf);
+                // SAFETY: leave without running the parent's atexit handlers twice.
+                unsafe { libc::_exit(0) };
+            }
+            say("child", child);
+            let mut status = 0;
+            // SAFETY: valid child pid and status pointer.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+        }
+        // Two threads, each with its own connection.
+        "threads" => {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    std::thread::spawn(move || -> std::io::Result<(i64, SocketAddr)> {
+                        let mut s = TcpStream::connect(addr)?;
+                        s.write_all(b"thread")?;
+                        let mut buf = [0u8; 64];
+                        let _ = s.read(&mut buf)?;
+                        Ok((tid(), s.local_addr()?))
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(Ok((t, local))) => say("thread", format!("{t},{local}")),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(std::io::Error::other("thread panicked")),
+                }
+            }
+        }
+        // Connect now, send only after a line on stdin (lets a test start apptag between).
+        "hold" => {
+            let mut s = TcpStream::connect(addr)?;
+            say("local", s.local_addr()?);
+            wait_stdin();
+            s.write_all(b"late")?;
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf)?;
+        }
+        other => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("unknown scenario {other}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn count(arg: &str) -> usize {
+    arg.parse().unwrap_or(1)
+}
+
+fn sendmmsg(addr: SocketAddr, n: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let s = UdpSocket::bind(if addr.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    })?;
+    s.connect(addr)?;
+    say("local", s.local_addr()?);
+    let mut payload = *b"mmsg";
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: zeroed mmsghdr is a valid "no name, no control" header.
+    let mut msgs: Vec<libc::mmsghdr> = (0..n.max(1))
+        .map(|_| {
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &mut iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    // SAFETY: msgs points to len valid headers whose iovecs outlive the call.
+    let r = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    say("sent", r);
+    Ok(())
+}
