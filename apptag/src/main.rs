@@ -68,6 +68,9 @@ struct CaptureArgs {
 enum Cmd {
     /// Which applications used the network in a capture: how much, with whom and when.
     Report(apptag::report::cli::ReportArgs),
+    /// Write one application's packets (with its process and application records) to a new
+    /// pcapng file.
+    Extract(apptag::report::cli::ExtractArgs),
     /// Attach the probes and print every socket seen while running, with its process and
     /// how it was attributed (one line each; JSON lines with --json). Needs root.
     Sockets {
@@ -175,6 +178,13 @@ fn main() -> Result<()> {
         Some(Cmd::Report(args)) => {
             let report = apptag::report::cli::run(&args)?;
             if let Some(p) = report.problems.first() {
+                anyhow::bail!("the capture is damaged at byte {}: {}", p.offset, p.message);
+            }
+            Ok(())
+        }
+        Some(Cmd::Extract(args)) => {
+            let stats = apptag::report::cli::run_extract(&args)?;
+            if let Some(p) = stats.problems.first() {
                 anyhow::bail!("the capture is damaged at byte {}: {}", p.offset, p.message);
             }
             Ok(())

@@ -468,9 +468,10 @@ impl Aggregator {
         self.has_process_info
     }
 
-    /// Accounts one packet.
+    /// Accounts one packet; returns the line it went to and the pid it was given (0 when
+    /// no process is known).
     #[inline]
-    pub fn packet(&mut self, p: &Packet) {
+    pub fn packet(&mut self, p: &Packet) -> (LineId, u32) {
         let linktype = self
             .linktypes
             .get(p.interface as usize)
@@ -485,7 +486,7 @@ impl Aggregator {
             let line = self.unattributed_line(Reason::NotIp);
             let out = p.direction == Direction::Outbound;
             self.account_line(line, 0, ts, len, out);
-            return;
+            return (line, 0);
         }
         let fi = self.flow_for(&d, ts);
         let flow_idx = fi as usize;
@@ -509,7 +510,7 @@ impl Aggregator {
             other => other,
         };
         let Some(flow) = self.flows.get_mut(flow_idx) else {
-            return;
+            return (self.unattributed_line(Reason::NoSocket), 0);
         };
         let src_is_a = if flow.key.a != flow.key.b {
             flow.key.a == src
@@ -566,6 +567,7 @@ impl Aggregator {
                 }
             }
         }
+        (line, pid)
     }
 
     #[inline(always)]

@@ -47,3 +47,50 @@ pub fn run(args: &ReportArgs) -> Result<super::Report, ReportError> {
     }
     Ok(report)
 }
+
+/// Writes one application's packets, with its process entries and application records,
+/// to a new pcapng file.
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("select").required(true).args(["app", "pid", "cgroup"])))]
+pub struct ExtractArgs {
+    /// pcapng file written by apptag.
+    pub file: PathBuf,
+    /// Output pcapng file.
+    #[arg(short = 'o', long = "output", value_name = "OUT.pcapng")]
+    pub output: PathBuf,
+    /// Application name, as `apptag report` lists it.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// One process id.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// cgroup v2 path, as recorded (e.g. /system.slice/nginx.service).
+    #[arg(long)]
+    pub cgroup: Option<String>,
+}
+
+/// Runs `apptag extract`; prints a one-line summary to stderr.
+pub fn run_extract(args: &ExtractArgs) -> Result<super::extract::ExtractStats, ReportError> {
+    use super::extract::{Selector, extract};
+    let sel = match (&args.app, args.pid, &args.cgroup) {
+        (Some(a), _, _) => Selector::App(a.clone()),
+        (_, Some(p), _) => Selector::Pid(p),
+        (_, _, Some(c)) => Selector::Cgroup(c.clone()),
+        _ => {
+            return Err(ReportError::Select(
+                "say what to extract: --app NAME, --pid PID or --cgroup PATH".into(),
+            ));
+        }
+    };
+    let stats = extract(&args.file, &args.output, &sel)?;
+    eprintln!(
+        "{}: {} of {} packets ({}), {} process entries, {} application records",
+        args.output.display(),
+        stats.packets_written,
+        stats.packets_read,
+        super::table::human_bytes(stats.bytes_written),
+        stats.processes_written,
+        stats.applications_written
+    );
+    Ok(stats)
+}

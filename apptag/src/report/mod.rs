@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod cli;
 pub mod dissect;
+pub mod extract;
 pub mod payload;
 pub mod pcap;
 pub mod plot;
@@ -42,6 +43,8 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Select(String),
     #[error("cannot encode the report as JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -96,7 +99,7 @@ pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, R
 }
 
 /// How much is read between two calls of the page releaser.
-const RELEASE_EVERY: usize = 16 << 20;
+pub(crate) const RELEASE_EVERY: usize = 16 << 20;
 
 fn run(
     data: &[u8],
@@ -119,7 +122,7 @@ fn run(
     while let Some(rec) = records.next_record() {
         match rec {
             Ok(Record::Packet(p)) => {
-                agg.packet(&p);
+                let _ = agg.packet(&p);
                 if records.offset() >= next_release {
                     release(records.offset());
                     next_release = records.offset() + RELEASE_EVERY;
@@ -148,7 +151,7 @@ fn run(
     ))
 }
 
-fn collect_metadata(mut records: Records, release: &mut impl FnMut(usize)) -> Metadata {
+pub(crate) fn collect_metadata(mut records: Records, release: &mut impl FnMut(usize)) -> Metadata {
     let mut meta = Metadata::default();
     let mut next_release = RELEASE_EVERY;
     while let Some(rec) = records.next_record() {
