@@ -143,7 +143,8 @@ pub struct Flow {
     pub last_ns: u64,
     /// Application protocol found in the payload.
     pub service: Option<&'static str>,
-    pub names: Vec<String>,
+    /// Names found (DNS/HTTP/SNI), with the line of the packet that carried each.
+    pub names: Vec<(String, LineId)>,
     inspected: u8,
     /// Which lines (applications / unattributed reasons) its packets went to.
     pub accounts: Vec<(LineId, Counters)>,
@@ -378,9 +379,6 @@ impl Aggregator {
             }
         }
         for p in &meta.processes {
-            if p.start_ns != 0 {
-                agg.attribution_start_ns = agg.attribution_start_ns.min(p.start_ns);
-            }
             if agg.pid_line(p.pid, u64::MAX).is_none() {
                 let line = agg.app_line(&p.name, &p.exe, &p.cgroup);
                 agg.bind_pid(p.pid, p.start_ns, line);
@@ -540,6 +538,7 @@ impl Aggregator {
         if ts > flow.last_ns {
             flow.last_ns = ts;
         }
+        let mut name = None;
         if !d.payload.is_empty()
             && (flow.inspected < INSPECT_PACKETS
                 || matches!(flow.service, Some("dns")) && flow.names.len() < NAMES_PER_FLOW)
@@ -547,17 +546,19 @@ impl Aggregator {
             flow.inspected = flow.inspected.saturating_add(1);
             if let Some(id) = payload::identify(d.protocol, d.src_port, d.dst_port, d.payload) {
                 flow.service.get_or_insert(id.protocol);
-                if let Some(n) = id.name
-                    && flow.names.len() < NAMES_PER_FLOW
-                    && !flow.names.contains(&n)
-                {
-                    flow.names.push(n);
-                }
+                name = id.name;
             }
         }
         let (line, pid) = self.attribute(p, &d, flow_idx, out, ts);
         self.account_line(line, pid, ts, len, out);
         if let Some(flow) = self.flows.get_mut(flow_idx) {
+            // A name belongs to the line of the packet that carried it.
+            if let Some(n) = name
+                && flow.names.len() < NAMES_PER_FLOW
+                && !flow.names.iter().any(|(m, l)| *m == n && *l == line)
+            {
+                flow.names.push((n, line));
+            }
             match flow.accounts.iter_mut().find(|(l, _)| *l == line) {
                 Some((_, c)) => c.add(ts, len, out),
                 None => {

@@ -220,7 +220,7 @@ impl Report {
                 p.0 += c.packets();
                 p.1 += c.bytes();
                 p.2 += 1;
-                for n in &f.names {
+                for (n, _) in f.names.iter().filter(|(_, l)| l == line) {
                     if a.names.len() < TOP_NAMES && a.name_set.insert(n.clone()) {
                         a.names.push(n.clone());
                     }
@@ -248,7 +248,11 @@ impl Report {
                     first_ns: f.first_ns,
                     last_ns: f.last_ns,
                     service: service.clone(),
-                    names: f.names.clone(),
+                    names: {
+                        let mut v: Vec<String> = f.names.iter().map(|(n, _)| n.clone()).collect();
+                        v.dedup();
+                        v
+                    },
                     application: main_line.map(|l| line_name(&agg, l)).unwrap_or_default(),
                 });
             }
