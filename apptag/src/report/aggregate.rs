@@ -147,7 +147,7 @@ pub struct Flow {
     pub names: Vec<(String, LineId)>,
     inspected: u8,
     /// Which lines (applications / unattributed reasons) its packets went to.
-    pub accounts: Vec<(LineId, Counters)>,
+    pub accounts: Vec<Account>,
     /// The socket matched last, to skip the look-up while the packet time stays inside it.
     sock_cache: Option<SockMatch>,
 }
@@ -169,6 +169,21 @@ impl Flow {
 }
 
 pub type LineId = u32;
+
+/// The packets of one flow that went to one line.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub line: LineId,
+    pub counters: Counters,
+    /// Which end is this line's, when the capture or a socket said so.
+    pub a_is_local: Option<bool>,
+}
+
+/// Both addresses are this host's own (loopback, or a packet to itself).
+fn is_host_local(src: IpAddr, dst: IpAddr) -> bool {
+    let (s, d) = (src.to_canonical(), dst.to_canonical());
+    s == d || (s.is_loopback() && d.is_loopback())
+}
 
 /// What a report line stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,6 +225,8 @@ struct SockMatch {
     last_ns: u64,
     line: LineId,
     pid: u32,
+    /// Whether the socket is end `a` of the flow.
+    local_is_a: bool,
 }
 
 impl Sock {
@@ -507,7 +524,7 @@ impl Aggregator {
             }
             other => other,
         };
-        let Some(flow) = self.flows.get_mut(flow_idx) else {
+        let Some(flow) = self.flows.get(flow_idx) else {
             return (self.unattributed_line(Reason::NoSocket), 0);
         };
         let src_is_a = if flow.key.a != flow.key.b {
@@ -515,13 +532,49 @@ impl Aggregator {
         } else {
             !d.has_ports() || d.src_port == flow.key.a_port
         };
+        // Both ends on this host (loopback): the capture's flag says nothing about which end
+        // is the tagged process; its sockets do. Untagged packets go to the sender's socket.
+        let host_local = is_host_local(src, dst);
+        let decided = if host_local {
+            match self.pid_end(p.pid, ts, &d) {
+                Some(dir) => dir,
+                None if p.pid == 0 => Direction::Outbound,
+                None => decided,
+            }
+        } else {
+            decided
+        };
+        let prelim_out = match decided {
+            Direction::Outbound => true,
+            Direction::Inbound => false,
+            Direction::Unknown => src_is_a == flow.local_is_a(),
+        };
+        let (line, pid, sock_local_is_src) =
+            self.attribute(p, &d, flow_idx, prelim_out, src_is_a, host_local, ts);
+        let decided = match (host_local, sock_local_is_src) {
+            (true, Some(local_is_src)) => {
+                if local_is_src {
+                    Direction::Outbound
+                } else {
+                    Direction::Inbound
+                }
+            }
+            _ => decided,
+        };
+        let Some(flow) = self.flows.get_mut(flow_idx) else {
+            return (line, pid);
+        };
         let out = match decided {
             Direction::Outbound => {
-                flow.a_is_local.get_or_insert(src_is_a);
+                if !host_local {
+                    flow.a_is_local.get_or_insert(src_is_a);
+                }
                 true
             }
             Direction::Inbound => {
-                flow.a_is_local.get_or_insert(!src_is_a);
+                if !host_local {
+                    flow.a_is_local.get_or_insert(!src_is_a);
+                }
                 false
             }
             Direction::Unknown => {
@@ -549,26 +602,63 @@ impl Aggregator {
                 name = id.name;
             }
         }
-        let (line, pid) = self.attribute(p, &d, flow_idx, out, ts);
-        self.account_line(line, pid, ts, len, out);
-        if let Some(flow) = self.flows.get_mut(flow_idx) {
-            // A name belongs to the line of the packet that carried it.
-            if let Some(n) = name
-                && flow.names.len() < NAMES_PER_FLOW
-                && !flow.names.iter().any(|(m, l)| *m == n && *l == line)
-            {
-                flow.names.push((n, line));
-            }
-            match flow.accounts.iter_mut().find(|(l, _)| *l == line) {
-                Some((_, c)) => c.add(ts, len, out),
-                None => {
-                    let mut c = Counters::default();
-                    c.add(ts, len, out);
-                    flow.accounts.push((line, c));
+        // A name belongs to the line of the packet that carried it.
+        if let Some(n) = name
+            && flow.names.len() < NAMES_PER_FLOW
+            && !flow.names.iter().any(|(m, l)| *m == n && *l == line)
+        {
+            flow.names.push((n, line));
+        }
+        // Which end is this line's: per account, as two local applications share a
+        // loopback flow from opposite ends.
+        let a_is_local = out == src_is_a;
+        match flow.accounts.iter_mut().find(|acc| acc.line == line) {
+            Some(acc) => {
+                acc.counters.add(ts, len, out);
+                if decided != Direction::Unknown {
+                    acc.a_is_local.get_or_insert(a_is_local);
                 }
             }
+            None => {
+                let mut counters = Counters::default();
+                counters.add(ts, len, out);
+                flow.accounts.push(Account {
+                    line,
+                    counters,
+                    a_is_local: (decided != Direction::Unknown).then_some(a_is_local),
+                });
+            }
         }
+        self.account_line(line, pid, ts, len, out);
         (line, pid)
+    }
+
+    /// Which end of a packet the tagged process `pid` is, from its application's sockets.
+    fn pid_end(&self, pid: u32, ts: u64, d: &Dissected) -> Option<Direction> {
+        if pid == 0 || !d.has_ports() {
+            return None;
+        }
+        let line = self.pid_line(pid, ts)?;
+        // The process's own sockets first (client and server can be the same program),
+        // then any socket of its application.
+        let by_pid = |port: u16| {
+            self.sockets
+                .get(&(d.protocol, port))
+                .is_some_and(|v| v.iter().any(|s| s.pid == pid && s.covers(ts)))
+        };
+        let by_line = |port: u16| {
+            self.sockets
+                .get(&(d.protocol, port))
+                .is_some_and(|v| v.iter().any(|s| s.line == line && s.covers(ts)))
+        };
+        for owns in [&by_pid as &dyn Fn(u16) -> bool, &by_line] {
+            match (owns(d.src_port), owns(d.dst_port)) {
+                (true, false) => return Some(Direction::Outbound),
+                (false, true) => return Some(Direction::Inbound),
+                _ => {}
+            }
+        }
+        None
     }
 
     #[inline(always)]
@@ -584,14 +674,19 @@ impl Aggregator {
 
     /// The line (and pid) a packet belongs to.
     #[inline]
+    /// The line and pid of a packet, and (when a socket matched) whether the socket's end
+    /// is the packet's source.
+    #[allow(clippy::too_many_arguments)]
     fn attribute(
         &mut self,
         p: &Packet,
         d: &Dissected,
         flow_idx: usize,
         out: bool,
+        src_is_a: bool,
+        host_local: bool,
         ts: u64,
-    ) -> (LineId, u32) {
+    ) -> (LineId, u32, Option<bool>) {
         if p.pid != 0 {
             let line = match self.pid_line(p.pid, ts) {
                 Some(l) => l,
@@ -601,16 +696,18 @@ impl Aggregator {
                     self.bind_pid(p.pid, 0, l)
                 }
             };
-            return (line, p.pid);
+            return (line, p.pid, None);
         }
         if !self.has_process_info {
-            return (self.unattributed_line(Reason::NoProcessInfo), 0);
+            return (self.unattributed_line(Reason::NoProcessInfo), 0, None);
         }
         if let Some(m) = self.flows.get(flow_idx).and_then(|f| f.sock_cache)
             && (m.first_ns == 0 || m.first_ns <= ts)
             && (m.last_ns == 0 || ts <= m.last_ns)
+            // On loopback each end has its own socket: reuse only for the same end.
+            && (!host_local || m.local_is_a == src_is_a)
         {
-            return (m.line, m.pid);
+            return (m.line, m.pid, Some(m.local_is_a == src_is_a));
         }
         if d.has_ports() {
             // The local end: known from the direction, else both ends are tried.
@@ -625,6 +722,7 @@ impl Aggregator {
             .enumerate()
             {
                 if i == 1
+                    && !host_local
                     && self
                         .flows
                         .get(flow_idx)
@@ -632,11 +730,13 @@ impl Aggregator {
                 {
                     break;
                 }
-                if let Some(m) = self.match_socket(d.protocol, local, remote, ts) {
+                if let Some(mut m) = self.match_socket(d.protocol, local, remote, ts) {
+                    let local_is_src = local == src;
+                    m.local_is_a = local_is_src == src_is_a;
                     if let Some(f) = self.flows.get_mut(flow_idx) {
                         f.sock_cache = Some(m);
                     }
-                    return (m.line, m.pid);
+                    return (m.line, m.pid, Some(local_is_src));
                 }
             }
         }
@@ -650,7 +750,7 @@ impl Aggregator {
         } else {
             Reason::NoSocket
         };
-        (self.unattributed_line(reason), 0)
+        (self.unattributed_line(reason), 0, None)
     }
 
     fn match_socket(
@@ -681,6 +781,7 @@ impl Aggregator {
             last_ns: s.last_ns,
             line: s.line,
             pid: s.pid,
+            local_is_a: true,
         })
     }
 

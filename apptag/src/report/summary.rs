@@ -190,14 +190,14 @@ impl Report {
         let mut acc: Vec<LineAcc> = (0..agg.lines.len()).map(|_| LineAcc::default()).collect();
         let mut conversations = Vec::new();
         for f in &agg.flows {
-            let local_a = f.local_is_a();
-            let (remote, rport) = if local_a {
-                (f.key.b, f.key.b_port)
-            } else {
-                (f.key.a, f.key.a_port)
-            };
             let service = f.service_label();
-            for (line, c) in &f.accounts {
+            for account in &f.accounts {
+                let (line, c) = (&account.line, &account.counters);
+                let (remote, rport) = if account.a_is_local.unwrap_or(f.local_is_a()) {
+                    (f.key.b, f.key.b_port)
+                } else {
+                    (f.key.a, f.key.a_port)
+                };
                 let Some(a) = acc.get_mut(*line as usize) else {
                     continue;
                 };
@@ -230,8 +230,8 @@ impl Report {
                 let main_line = f
                     .accounts
                     .iter()
-                    .max_by_key(|(_, c)| c.bytes())
-                    .map(|(l, _)| *l);
+                    .max_by_key(|a| a.counters.bytes())
+                    .map(|a| a.line);
                 conversations.push(Conversation {
                     protocol: f.key.protocol,
                     transport: proto::name(f.key.protocol),

@@ -80,9 +80,11 @@ pub fn render(r: &Report) -> String {
         "last"
     );
     for a in &r.applications {
-        let name = if a.attributed {
+        let name = if a.attributed && a.pids.len() <= 2 {
             let pids: Vec<String> = a.pids.iter().map(u32::to_string).collect();
             format!("{} [{}]", a.name, pids.join(","))
+        } else if a.attributed {
+            format!("{} [{} pids]", a.name, a.pids.len())
         } else {
             "(unattributed)".into()
         };
@@ -117,7 +119,8 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "    reason: {reason}");
         }
         if a.processes.len() > 1 || (a.processes.len() == 1 && a.pids.len() > 1) {
-            for p in &a.processes {
+            const SHOWN: usize = 5;
+            for p in a.processes.iter().take(SHOWN) {
                 let cmd = if p.cmdline.is_empty() {
                     p.name.clone()
                 } else {
@@ -132,6 +135,9 @@ pub fn render(r: &Report) -> String {
                     human_bytes(p.bytes_out),
                     clip(&cmd, 40)
                 );
+            }
+            if a.processes.len() > SHOWN {
+                let _ = writeln!(o, "    … and {} more processes", a.processes.len() - SHOWN);
             }
         }
         let remotes: Vec<String> = a
