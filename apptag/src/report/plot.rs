@@ -277,7 +277,8 @@ where
         .y_desc(format!("throughput ({ru}, stacked)"))
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(RGBColor(238, 238, 238))
+        .max_light_lines(2)
         .draw()?;
     for (i, band) in bands.iter().enumerate().rev() {
         // A step outline: each bin is flat over its width, like the counts it stands for.
@@ -386,7 +387,8 @@ where
         .x_desc(format!("bytes in + out ({unit})"))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 17))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(RGBColor(238, 238, 238))
+        .max_light_lines(2)
         .draw()?;
     chart.draw_series(rows.iter().enumerate().map(|(i, (_, _, bytes, color))| {
         let mut bar = Rectangle::new(
