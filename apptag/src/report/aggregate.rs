@@ -498,10 +498,14 @@ impl Aggregator {
         self.totals.add(ts, len, p.direction == Direction::Outbound);
         if !d.is_ip() {
             self.non_ip_packets += 1;
-            let line = self.unattributed_line(Reason::NotIp);
             let out = p.direction == Direction::Outbound;
-            self.account_line(line, 0, ts, len, out);
-            return (line, 0);
+            // A tagged non-IP frame (a process's raw AF_PACKET traffic) is still its own.
+            let (line, pid) = match (p.pid, self.pid_line(p.pid, ts)) {
+                (0, _) | (_, None) => (self.unattributed_line(Reason::NotIp), 0),
+                (pid, Some(line)) => (line, pid),
+            };
+            self.account_line(line, pid, ts, len, out);
+            return (line, pid);
         }
         let fi = self.flow_for(&d, ts);
         let flow_idx = fi as usize;

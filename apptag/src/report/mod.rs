@@ -55,9 +55,17 @@ impl From<crate::pcapng::PcapngError> for ReportError {
         // Damage in the file keeps its offset, whichever reader found it.
         match e {
             P::Corrupt { offset, what } => ReportError::Corrupt { offset, what },
-            P::Truncated { offset, .. } => ReportError::Truncated {
+            P::Truncated {
                 offset,
-                what: e.to_string(),
+                what,
+                needed,
+                available,
+            } => ReportError::Truncated {
+                offset,
+                what: format!(
+                    "{what} needs {needed} bytes, only {available} left (the writer was \
+                     probably killed; everything before byte {offset} is intact)"
+                ),
             },
             other => ReportError::Pcapng(other),
         }

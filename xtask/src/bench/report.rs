@@ -121,7 +121,10 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     println!();
-    println!("Command: `cargo xtask bench report {}`", args.join(" "));
+    let shown: Vec<&str> = std::iter::once("cargo xtask bench report")
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    println!("Command: `{}`", shown.join(" "));
     println!();
     println!(
         "| tool | input | packets | wall s | CPU s (user+sys) | GB/s (wall) | GB/s (CPU) | Mpps (wall) | peak RSS MB |"
