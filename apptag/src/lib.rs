@@ -10,5 +10,6 @@ pub mod model;
 pub mod pcapng;
 pub mod pipeline;
 pub mod probes;
+pub mod report;
 pub mod status;
 pub mod sys;

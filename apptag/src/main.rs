@@ -88,6 +88,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Which applications used the network in a capture: how much, with whom and when.
+    Report(apptag::report::cli::ReportArgs),
 }
 
 /// Ctrl-C and SIGTERM set the flag; the command then finishes cleanly.
@@ -168,6 +170,13 @@ fn main() -> Result<()> {
         None => capture(cli.capture),
         Some(Cmd::Apps { file, json }) => {
             apptag::pcapng::apps::print(&file, json, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
+        Some(Cmd::Report(args)) => {
+            let report = apptag::report::cli::run(&args)?;
+            if let Some(p) = report.problems.first() {
+                anyhow::bail!("the capture is damaged at byte {}: {}", p.offset, p.message);
+            }
             Ok(())
         }
     }

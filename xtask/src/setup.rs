@@ -24,6 +24,10 @@ pub const DEB_PACKAGES: &[&str] = &[
     "curl",
     "python3",
     "procps",
+    // `apptag report --plot` draws text with this font; the report bench measures with
+    // GNU time.
+    "fonts-dejavu-core",
+    "time",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

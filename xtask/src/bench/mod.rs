@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use clap::ValueEnum;
 
 mod pcapng;
+mod report;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Name {
@@ -23,6 +24,7 @@ pub fn run(name: Name, args: &[String]) -> Result<()> {
     match name {
         Name::Attribution => attribution::run(args),
         Name::Pcapng => pcapng::run(args),
+        Name::Report => report::run(args),
         other => bail!("benchmark {other:?} is not written yet"),
     }
 }

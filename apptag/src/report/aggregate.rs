@@ -1,0 +1,914 @@
+//! Streaming aggregation of packets into applications, processes, flows and remote hosts.
+//! State grows with the number of flows (and applications), never with the number of
+//! packets, so a file of any size is read in bounded memory.
+use std::net::IpAddr;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::model::{AppRecord, Direction, Packet, ProcessInfo, proto};
+
+use super::{
+    dissect::{self, Dissected, Fragment},
+    payload,
+};
+
+/// Why traffic could not be given to an application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    NoProcessInfo,
+    NotIp,
+    BeforeStart,
+    NotLocal,
+    NoSocket,
+}
+
+impl Reason {
+    pub fn text(self) -> &'static str {
+        match self {
+            Reason::NoProcessInfo => "no process information in the file",
+            Reason::NotIp => "not IP (no addresses or ports to match)",
+            Reason::BeforeStart => "seen before attribution started",
+            Reason::NotLocal => "not a local address",
+            Reason::NoSocket => "no process or socket matched",
+        }
+    }
+    const ALL: [Reason; 5] = [
+        Reason::NoProcessInfo,
+        Reason::NotIp,
+        Reason::BeforeStart,
+        Reason::NotLocal,
+        Reason::NoSocket,
+    ];
+}
+
+/// A bidirectional 5-tuple, with its ends in a fixed order (lower address/port first) so
+/// both directions find the same flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub protocol: u8,
+    pub a: IpAddr,
+    pub a_port: u16,
+    pub b: IpAddr,
+    pub b_port: u16,
+}
+
+impl FlowKey {
+    /// The key and whether `src` is end `a`.
+    #[inline]
+    pub fn new(protocol: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> (Self, bool) {
+        if (src, sport) <= (dst, dport) {
+            (
+                Self {
+                    protocol,
+                    a: src,
+                    a_port: sport,
+                    b: dst,
+                    b_port: dport,
+                },
+                true,
+            )
+        } else {
+            (
+                Self {
+                    protocol,
+                    a: dst,
+                    a_port: dport,
+                    b: src,
+                    b_port: sport,
+                },
+                false,
+            )
+        }
+    }
+}
+
+/// Packet and byte counters, in and out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+impl Counters {
+    #[inline(always)]
+    fn add(&mut self, ts: u64, len: u64, out: bool) {
+        if out {
+            self.packets_out += 1;
+            self.bytes_out += len;
+        } else {
+            self.packets_in += 1;
+            self.bytes_in += len;
+        }
+        if self.first_ns == 0 || ts < self.first_ns {
+            self.first_ns = ts;
+        }
+        if ts > self.last_ns {
+            self.last_ns = ts;
+        }
+    }
+    pub fn packets(&self) -> u64 {
+        self.packets_in + self.packets_out
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes_in + self.bytes_out
+    }
+}
+
+/// How many names (DNS/HTTP/SNI) a flow keeps: DNS flows to one resolver can carry
+/// thousands of queries, and memory must stay bounded by flows.
+const NAMES_PER_FLOW: usize = 8;
+/// Payload inspection stops after this many packets with payload in a flow (except DNS).
+const INSPECT_PACKETS: u8 = 6;
+
+/// Per-flow state.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub key: FlowKey,
+    /// Whether end `a` sent the first packet seen (or the SYN).
+    pub a_initiated: bool,
+    /// Which end is this host's, when the capture told us (direction flags, cooked
+    /// headers, known local addresses); otherwise the initiator is taken as local.
+    pub a_is_local: Option<bool>,
+    /// Packets and bytes a->b and b->a.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Application protocol found in the payload.
+    pub service: Option<&'static str>,
+    pub names: Vec<String>,
+    inspected: u8,
+    /// Which lines (applications / unattributed reasons) its packets went to.
+    pub accounts: Vec<(LineId, Counters)>,
+    /// The socket matched last, to skip the look-up while the packet time stays inside it.
+    sock_cache: Option<SockMatch>,
+}
+
+impl Flow {
+    pub fn local_is_a(&self) -> bool {
+        self.a_is_local.unwrap_or(self.a_initiated)
+    }
+    /// Service label: payload first, then well-known port, then the transport.
+    pub fn service_label(&self) -> String {
+        if let Some(s) = self.service {
+            return s.to_string();
+        }
+        if let Some(s) = payload::by_port(self.key.protocol, self.key.a_port, self.key.b_port) {
+            return s.to_string();
+        }
+        proto::name(self.key.protocol).to_string()
+    }
+}
+
+pub type LineId = u32;
+
+/// What a report line stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    App(AppInfo),
+    Unattributed(Reason),
+}
+
+/// An application as the file describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppInfo {
+    pub name: String,
+    pub exe: String,
+    pub cgroup: String,
+    pub pids: Vec<u32>,
+}
+
+/// One line of the report: an application or one kind of unattributed traffic.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub kind: LineKind,
+    pub counters: Counters,
+    pub processes: FxHashMap<u32, Counters>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sock {
+    local: IpAddr,
+    remote: Option<(IpAddr, u16)>,
+    first_ns: u64,
+    last_ns: u64,
+    line: LineId,
+    pid: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SockMatch {
+    first_ns: u64,
+    last_ns: u64,
+    line: LineId,
+    pid: u32,
+}
+
+impl Sock {
+    fn covers(&self, ts: u64) -> bool {
+        (self.first_ns == 0 || self.first_ns <= ts) && (self.last_ns == 0 || ts <= self.last_ns)
+    }
+}
+
+/// Traffic volume per line over time, in bins that widen by ten whenever the capture
+/// outgrows [`Timeline::MAX_BINS`], so it stays small for any duration.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub origin_ns: u64,
+    pub bin_ns: u64,
+    /// Bytes per bin, one vector per line (shorter vectors are zero past their end).
+    pub bytes: Vec<Vec<u64>>,
+    started: bool,
+}
+
+impl Timeline {
+    pub const MAX_BINS: usize = 10_000;
+    const FIRST_BIN_NS: u64 = 1_000_000;
+
+    #[inline(always)]
+    fn add(&mut self, line: LineId, ts: u64, len: u64) {
+        if !self.started {
+            self.started = true;
+            self.origin_ns = ts;
+            self.bin_ns = Self::FIRST_BIN_NS;
+        }
+        let mut idx = (ts.saturating_sub(self.origin_ns) / self.bin_ns) as usize;
+        while idx >= Self::MAX_BINS {
+            self.coarsen();
+            idx = (ts.saturating_sub(self.origin_ns) / self.bin_ns) as usize;
+        }
+        let l = line as usize;
+        if self.bytes.len() <= l {
+            self.bytes.resize_with(l + 1, Vec::new);
+        }
+        let v = &mut self.bytes[l];
+        if v.len() <= idx {
+            v.resize(idx + 1, 0);
+        }
+        v[idx] += len;
+    }
+
+    fn coarsen(&mut self) {
+        self.bin_ns *= 10;
+        for v in &mut self.bytes {
+            *v = v.chunks(10).map(|c| c.iter().sum()).collect();
+        }
+    }
+}
+
+/// What the file says about processes and applications, gathered before the packets are
+/// read (apptag writes its final application table at the end of the file).
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    pub processes: Vec<ProcessInfo>,
+    pub apps: Vec<AppRecord>,
+}
+
+impl Metadata {
+    /// Adds one application table; later tables update earlier ones (same name and exe).
+    pub fn add_apps(&mut self, apps: Vec<AppRecord>) {
+        for app in apps {
+            if let Some(old) = self
+                .apps
+                .iter_mut()
+                .find(|a| a.name == app.name && a.exe == app.exe && a.cgroup == app.cgroup)
+            {
+                for p in &app.pids {
+                    if !old.pids.contains(p) {
+                        old.pids.push(*p);
+                    }
+                }
+                for s in app.sockets {
+                    let same = |o: &crate::model::SocketRecord| {
+                        o.protocol == s.protocol
+                            && o.local_addr == s.local_addr
+                            && o.local_port == s.local_port
+                            && o.remote_addr == s.remote_addr
+                            && o.remote_port == s.remote_port
+                            && o.cookie == s.cookie
+                            && o.pid == s.pid
+                    };
+                    match old.sockets.iter_mut().find(|o| same(o)) {
+                        Some(o) => *o = s,
+                        None => old.sockets.push(s),
+                    }
+                }
+            } else {
+                self.apps.push(app);
+            }
+        }
+    }
+
+    pub fn add_process(&mut self, p: ProcessInfo) {
+        if !self
+            .processes
+            .iter()
+            .any(|o| o.pid == p.pid && o.start_ns == p.start_ns)
+        {
+            self.processes.push(p);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty() && self.apps.is_empty()
+    }
+}
+
+fn canonical(a: IpAddr) -> IpAddr {
+    a.to_canonical()
+}
+
+/// The aggregation state.
+pub struct Aggregator {
+    linktypes: Vec<u16>,
+    pub lines: Vec<Line>,
+    unattributed: [Option<LineId>; 5],
+    /// pid -> (process start time, line), several when a pid was reused.
+    pid_lines: FxHashMap<u32, Vec<(u64, LineId)>>,
+    app_by_name: FxHashMap<String, LineId>,
+    sockets: FxHashMap<(u8, u16), Vec<Sock>>,
+    local_addrs: FxHashSet<IpAddr>,
+    has_process_info: bool,
+    attribution_start_ns: u64,
+    pub flows: Vec<Flow>,
+    flow_index: FxHashMap<FlowKey, u32>,
+    fragments: FxHashMap<(IpAddr, IpAddr, u8, u32), u32>,
+    pub totals: Counters,
+    pub non_ip_packets: u64,
+    pub timeline: Timeline,
+    pub processes: Vec<ProcessInfo>,
+    /// Whether every packet's direction came from the capture rather than a guess.
+    pub direction_guessed: u64,
+}
+
+/// Upper bound on the fragment table: old entries are dropped wholesale beyond it.
+const MAX_FRAGMENT_ENTRIES: usize = 65_536;
+
+impl Aggregator {
+    pub fn new(meta: Metadata) -> Self {
+        let mut agg = Self {
+            linktypes: Vec::new(),
+            lines: Vec::new(),
+            unattributed: [None; 5],
+            pid_lines: FxHashMap::default(),
+            app_by_name: FxHashMap::default(),
+            sockets: FxHashMap::default(),
+            local_addrs: FxHashSet::default(),
+            has_process_info: !meta.is_empty(),
+            attribution_start_ns: u64::MAX,
+            flows: Vec::new(),
+            flow_index: FxHashMap::default(),
+            fragments: FxHashMap::default(),
+            totals: Counters::default(),
+            non_ip_packets: 0,
+            timeline: Timeline::default(),
+            processes: meta.processes.clone(),
+            direction_guessed: 0,
+        };
+        for app in &meta.apps {
+            let line = agg.app_line(&app.name, &app.exe, &app.cgroup);
+            for &pid in &app.pids {
+                agg.bind_pid(pid, app.start_ns, line);
+            }
+            for s in &app.sockets {
+                let pid_line = if s.pid != 0 {
+                    agg.bind_pid(s.pid, 0, line)
+                } else {
+                    line
+                };
+                let local = canonical(s.local_addr);
+                if !local.is_unspecified() {
+                    agg.local_addrs.insert(local);
+                }
+                let remote = canonical(s.remote_addr);
+                if s.attributed_ns != 0 {
+                    agg.attribution_start_ns = agg.attribution_start_ns.min(s.attributed_ns);
+                }
+                agg.sockets
+                    .entry((s.protocol, s.local_port))
+                    .or_default()
+                    .push(Sock {
+                        local,
+                        remote: (!remote.is_unspecified() && s.remote_port != 0)
+                            .then_some((remote, s.remote_port)),
+                        first_ns: s.first_ns,
+                        last_ns: s.last_ns,
+                        line: pid_line,
+                        pid: s.pid,
+                    });
+            }
+        }
+        for p in &meta.processes {
+            if p.start_ns != 0 {
+                agg.attribution_start_ns = agg.attribution_start_ns.min(p.start_ns);
+            }
+            if agg.pid_line(p.pid, u64::MAX).is_none() {
+                let line = agg.app_line(&p.name, &p.exe, &p.cgroup);
+                agg.bind_pid(p.pid, p.start_ns, line);
+            }
+        }
+        agg
+    }
+
+    fn app_line(&mut self, name: &str, exe: &str, cgroup: &str) -> LineId {
+        if let Some(&l) = self.app_by_name.get(name) {
+            return l;
+        }
+        let id = self.lines.len() as LineId;
+        self.lines.push(Line {
+            kind: LineKind::App(AppInfo {
+                name: name.to_string(),
+                exe: exe.to_string(),
+                cgroup: cgroup.to_string(),
+                pids: Vec::new(),
+            }),
+            counters: Counters::default(),
+            processes: FxHashMap::default(),
+        });
+        self.app_by_name.insert(name.to_string(), id);
+        id
+    }
+
+    fn bind_pid(&mut self, pid: u32, start_ns: u64, line: LineId) -> LineId {
+        let v = self.pid_lines.entry(pid).or_default();
+        if let Some(&(_, l)) = v.iter().find(|(s, _)| *s == start_ns || start_ns == 0) {
+            return l;
+        }
+        v.push((start_ns, line));
+        v.sort_unstable();
+        if let Some(Line {
+            kind: LineKind::App(a),
+            ..
+        }) = self.lines.get_mut(line as usize)
+            && !a.pids.contains(&pid)
+        {
+            a.pids.push(pid);
+        }
+        line
+    }
+
+    /// The line of process `pid` at time `ts`: the latest start not after `ts`.
+    fn pid_line(&self, pid: u32, ts: u64) -> Option<LineId> {
+        let v = self.pid_lines.get(&pid)?;
+        v.iter()
+            .rev()
+            .find(|(s, _)| *s <= ts)
+            .or(v.first())
+            .map(|&(_, l)| l)
+    }
+
+    fn unattributed_line(&mut self, r: Reason) -> LineId {
+        let i = Reason::ALL.iter().position(|x| *x == r).unwrap_or(0);
+        if let Some(l) = self.unattributed[i] {
+            return l;
+        }
+        let id = self.lines.len() as LineId;
+        self.lines.push(Line {
+            kind: LineKind::Unattributed(r),
+            counters: Counters::default(),
+            processes: FxHashMap::default(),
+        });
+        self.unattributed[i] = Some(id);
+        id
+    }
+
+    pub fn interface(&mut self, linktype: u16) {
+        self.linktypes.push(linktype);
+    }
+
+    pub fn linktypes(&self) -> &[u16] {
+        &self.linktypes
+    }
+
+    pub fn has_process_info(&self) -> bool {
+        self.has_process_info
+    }
+
+    /// Accounts one packet.
+    #[inline]
+    pub fn packet(&mut self, p: &Packet) {
+        let linktype = self
+            .linktypes
+            .get(p.interface as usize)
+            .copied()
+            .unwrap_or(dissect::linktype::ETHERNET);
+        let d = dissect::dissect(linktype, p.data);
+        let len = u64::from(p.orig_len);
+        let ts = p.ts_ns;
+        self.totals.add(ts, len, p.direction == Direction::Outbound);
+        if !d.is_ip() {
+            self.non_ip_packets += 1;
+            let line = self.unattributed_line(Reason::NotIp);
+            let out = p.direction == Direction::Outbound;
+            self.account_line(line, 0, ts, len, out);
+            return;
+        }
+        let fi = self.flow_for(&d, ts);
+        let flow_idx = fi as usize;
+        // Direction: the capture's flag, else the cooked header's, else known local
+        // addresses, else the flow's initiator is taken as this host.
+        let decided = match p.direction {
+            Direction::Unknown => d.link_direction,
+            known => known,
+        };
+        let (src, dst) = (d.src, d.dst);
+        let decided = match decided {
+            Direction::Unknown if !self.local_addrs.is_empty() => {
+                if self.local_addrs.contains(&src) {
+                    Direction::Outbound
+                } else if self.local_addrs.contains(&dst) {
+                    Direction::Inbound
+                } else {
+                    Direction::Unknown
+                }
+            }
+            other => other,
+        };
+        let Some(flow) = self.flows.get_mut(flow_idx) else {
+            return;
+        };
+        let src_is_a = if flow.key.a != flow.key.b {
+            flow.key.a == src
+        } else {
+            !d.has_ports() || d.src_port == flow.key.a_port
+        };
+        let out = match decided {
+            Direction::Outbound => {
+                flow.a_is_local.get_or_insert(src_is_a);
+                true
+            }
+            Direction::Inbound => {
+                flow.a_is_local.get_or_insert(!src_is_a);
+                false
+            }
+            Direction::Unknown => {
+                self.direction_guessed += 1;
+                src_is_a == flow.local_is_a()
+            }
+        };
+        let i = if src_is_a { 0 } else { 1 };
+        flow.packets[i] += 1;
+        flow.bytes[i] += len;
+        if ts < flow.first_ns {
+            flow.first_ns = ts;
+        }
+        if ts > flow.last_ns {
+            flow.last_ns = ts;
+        }
+        if !d.payload.is_empty()
+            && (flow.inspected < INSPECT_PACKETS
+                || matches!(flow.service, Some("dns")) && flow.names.len() < NAMES_PER_FLOW)
+        {
+            flow.inspected = flow.inspected.saturating_add(1);
+            if let Some(id) = payload::identify(d.protocol, d.src_port, d.dst_port, d.payload) {
+                flow.service.get_or_insert(id.protocol);
+                if let Some(n) = id.name
+                    && flow.names.len() < NAMES_PER_FLOW
+                    && !flow.names.contains(&n)
+                {
+                    flow.names.push(n);
+                }
+            }
+        }
+        let (line, pid) = self.attribute(p, &d, flow_idx, out, ts);
+        self.account_line(line, pid, ts, len, out);
+        if let Some(flow) = self.flows.get_mut(flow_idx) {
+            match flow.accounts.iter_mut().find(|(l, _)| *l == line) {
+                Some((_, c)) => c.add(ts, len, out),
+                None => {
+                    let mut c = Counters::default();
+                    c.add(ts, len, out);
+                    flow.accounts.push((line, c));
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn account_line(&mut self, line: LineId, pid: u32, ts: u64, len: u64, out: bool) {
+        if let Some(l) = self.lines.get_mut(line as usize) {
+            l.counters.add(ts, len, out);
+            if pid != 0 {
+                l.processes.entry(pid).or_default().add(ts, len, out);
+            }
+        }
+        self.timeline.add(line, ts, len);
+    }
+
+    /// The line (and pid) a packet belongs to.
+    #[inline]
+    fn attribute(
+        &mut self,
+        p: &Packet,
+        d: &Dissected,
+        flow_idx: usize,
+        out: bool,
+        ts: u64,
+    ) -> (LineId, u32) {
+        if p.pid != 0 {
+            let line = match self.pid_line(p.pid, ts) {
+                Some(l) => l,
+                None => {
+                    let name = format!("pid {}", p.pid);
+                    let l = self.app_line(&name, "", "");
+                    self.bind_pid(p.pid, 0, l)
+                }
+            };
+            return (line, p.pid);
+        }
+        if !self.has_process_info {
+            return (self.unattributed_line(Reason::NoProcessInfo), 0);
+        }
+        if let Some(m) = self.flows.get(flow_idx).and_then(|f| f.sock_cache)
+            && (m.first_ns == 0 || m.first_ns <= ts)
+            && (m.last_ns == 0 || ts <= m.last_ns)
+        {
+            return (m.line, m.pid);
+        }
+        if d.has_ports() {
+            // The local end: known from the direction, else both ends are tried.
+            let src = (canonical(d.src), d.src_port);
+            let dst = (canonical(d.dst), d.dst_port);
+            let candidates = if out { [src, dst] } else { [dst, src] };
+            for (i, (local, remote)) in [
+                (candidates[0], candidates[1]),
+                (candidates[1], candidates[0]),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if i == 1
+                    && self
+                        .flows
+                        .get(flow_idx)
+                        .is_some_and(|f| f.a_is_local.is_some())
+                {
+                    break;
+                }
+                if let Some(m) = self.match_socket(d.protocol, local, remote, ts) {
+                    if let Some(f) = self.flows.get_mut(flow_idx) {
+                        f.sock_cache = Some(m);
+                    }
+                    return (m.line, m.pid);
+                }
+            }
+        }
+        let reason = if ts < self.attribution_start_ns && self.attribution_start_ns != u64::MAX {
+            Reason::BeforeStart
+        } else if !self.local_addrs.is_empty()
+            && !self.local_addrs.contains(&canonical(d.src))
+            && !self.local_addrs.contains(&canonical(d.dst))
+        {
+            Reason::NotLocal
+        } else {
+            Reason::NoSocket
+        };
+        (self.unattributed_line(reason), 0)
+    }
+
+    fn match_socket(
+        &self,
+        protocol: u8,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+        ts: u64,
+    ) -> Option<SockMatch> {
+        let socks = self.sockets.get(&(protocol, local.1))?;
+        let mut best: Option<(u8, &Sock)> = None;
+        for s in socks {
+            if !(s.local.is_unspecified() || s.local == local.0) || !s.covers(ts) {
+                continue;
+            }
+            // An exact remote beats a wildcard (listening or unconnected) socket.
+            let score = match s.remote {
+                Some(r) if r == remote => 2,
+                Some(_) => continue,
+                None => 1,
+            };
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, s));
+            }
+        }
+        best.map(|(_, s)| SockMatch {
+            first_ns: s.first_ns,
+            last_ns: s.last_ns,
+            line: s.line,
+            pid: s.pid,
+        })
+    }
+
+    /// The flow of a packet, created on first sight. Later fragments join the flow of
+    /// their datagram's first fragment when it was seen.
+    #[inline]
+    fn flow_for(&mut self, d: &Dissected, ts: u64) -> u32 {
+        let key_from_ports = |sp, dp| FlowKey::new(d.protocol, d.src, sp, d.dst, dp);
+        let (key, src_is_a) = match d.fragment {
+            Fragment::Later { id } => {
+                if let Some(&f) = self.fragments.get(&(d.src, d.dst, d.protocol, id)) {
+                    return f;
+                }
+                key_from_ports(0, 0)
+            }
+            _ if d.has_ports() => key_from_ports(d.src_port, d.dst_port),
+            _ => key_from_ports(0, 0),
+        };
+        let idx = match self.flow_index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.flows.len() as u32;
+                self.flows.push(Flow {
+                    key,
+                    a_initiated: src_is_a,
+                    a_is_local: None,
+                    packets: [0; 2],
+                    bytes: [0; 2],
+                    first_ns: ts,
+                    last_ns: ts,
+                    service: None,
+                    names: Vec::new(),
+                    inspected: 0,
+                    accounts: Vec::new(),
+                    sock_cache: None,
+                });
+                self.flow_index.insert(key, i);
+                i
+            }
+        };
+        if d.protocol == proto::TCP && d.tcp_flags & 0x12 == 0x02 {
+            // A SYN without ACK names the initiator, whatever was seen first.
+            if let Some(f) = self.flows.get_mut(idx as usize) {
+                f.a_initiated = src_is_a;
+            }
+        }
+        if let Fragment::First { id } = d.fragment {
+            if self.fragments.len() >= MAX_FRAGMENT_ENTRIES {
+                self.fragments.clear();
+            }
+            self.fragments.insert((d.src, d.dst, d.protocol, id), idx);
+        }
+        idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Provenance, SocketRecord};
+
+    fn tcp_frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend([0x08, 0x00, 0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend(src);
+        f.extend(dst);
+        f.extend(sp.to_be_bytes());
+        f.extend(dp.to_be_bytes());
+        f.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        f
+    }
+
+    fn packet(data: &[u8], ts: u64, pid: u32, direction: Direction) -> Packet<'_> {
+        Packet {
+            ts_ns: ts,
+            interface: 0,
+            orig_len: data.len() as u32 + 100,
+            data,
+            direction,
+            pid,
+            tid: pid,
+        }
+    }
+
+    fn socket(
+        local: &str,
+        lport: u16,
+        remote: &str,
+        rport: u16,
+        first: u64,
+        last: u64,
+        pid: u32,
+    ) -> SocketRecord {
+        SocketRecord {
+            local_addr: local.parse().unwrap(),
+            local_port: lport,
+            remote_addr: remote.parse().unwrap(),
+            remote_port: rport,
+            protocol: proto::TCP,
+            first_ns: first,
+            last_ns: last,
+            packets_in: 0,
+            packets_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            cookie: 0,
+            pid,
+            provenance: Provenance::SockDiag,
+            attributed_ns: 1000,
+        }
+    }
+
+    fn app(name: &str, pids: &[u32], sockets: Vec<SocketRecord>) -> AppRecord {
+        AppRecord {
+            name: name.into(),
+            pids: pids.to_vec(),
+            sockets,
+            ..Default::default()
+        }
+    }
+
+    fn line_of(agg: &Aggregator, name: &str) -> Counters {
+        agg.lines
+            .iter()
+            .find(|l| matches!(&l.kind, LineKind::App(a) if a.name == name))
+            .map(|l| l.counters)
+            .unwrap_or_default()
+    }
+
+    fn unattributed(agg: &Aggregator, r: Reason) -> u64 {
+        agg.lines
+            .iter()
+            .find(|l| l.kind == LineKind::Unattributed(r))
+            .map(|l| l.counters.packets())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn pid_then_socket_then_reason() {
+        let mut meta = Metadata::default();
+        meta.add_apps(vec![
+            app(
+                "curl",
+                &[100],
+                vec![socket("10.0.0.1", 40000, "192.0.2.9", 443, 2000, 5000, 100)],
+            ),
+            // A server socket recorded as IPv4-mapped IPv6 and listening on all addresses.
+            app(
+                "nginx",
+                &[200],
+                vec![socket("::ffff:0.0.0.0", 8080, "::", 0, 0, 0, 200)],
+            ),
+        ]);
+        let mut agg = Aggregator::new(meta);
+        agg.interface(dissect::linktype::ETHERNET);
+        let out = tcp_frame([10, 0, 0, 1], 40000, [192, 0, 2, 9], 443);
+        let back = tcp_frame([192, 0, 2, 9], 443, [10, 0, 0, 1], 40000);
+        // Tagged by the kernel: pid 100.
+        agg.packet(&packet(&out, 2500, 100, Direction::Outbound));
+        // Untagged, inside the socket's lifetime: matched by the socket table.
+        agg.packet(&packet(&back, 2600, 0, Direction::Inbound));
+        // Untagged, after the socket's last packet: no match.
+        agg.packet(&packet(&back, 9000, 0, Direction::Inbound));
+        // Before attribution started.
+        agg.packet(&packet(&back, 500, 0, Direction::Inbound));
+        // To the wildcard server socket (IPv4 packet, IPv4-mapped record).
+        let to_srv = tcp_frame([198, 51, 100, 7], 51000, [10, 0, 0, 1], 8080);
+        agg.packet(&packet(&to_srv, 3000, 0, Direction::Unknown));
+        // Neither end is one of this host's addresses.
+        let transit = tcp_frame([198, 51, 100, 7], 1, [198, 51, 100, 8], 2);
+        agg.packet(&packet(&transit, 3000, 0, Direction::Unknown));
+        // ARP: not IP.
+        let mut arp = vec![0u8; 12];
+        arp.extend([0x08, 0x06, 0, 1]);
+        agg.packet(&packet(&arp, 3000, 0, Direction::Unknown));
+
+        let curl = line_of(&agg, "curl");
+        assert_eq!((curl.packets_out, curl.packets_in), (1, 1));
+        assert_eq!(curl.bytes_out, 154);
+        let nginx = line_of(&agg, "nginx");
+        assert_eq!((nginx.packets_in, nginx.packets_out), (1, 0));
+        assert_eq!(unattributed(&agg, Reason::NoSocket), 1);
+        assert_eq!(unattributed(&agg, Reason::BeforeStart), 1);
+        assert_eq!(unattributed(&agg, Reason::NotLocal), 1);
+        assert_eq!(unattributed(&agg, Reason::NotIp), 1);
+        assert_eq!(agg.totals.packets(), 7);
+        // Per process: the socket's pid gets the matched packet too.
+        let curl_line = agg
+            .lines
+            .iter()
+            .find(|l| matches!(&l.kind, LineKind::App(a) if a.name == "curl"))
+            .unwrap();
+        assert_eq!(curl_line.processes[&100].packets(), 2);
+    }
+
+    #[test]
+    fn unknown_pid_becomes_its_own_application() {
+        let mut agg = Aggregator::new(Metadata::default());
+        agg.interface(dissect::linktype::ETHERNET);
+        let f = tcp_frame([10, 0, 0, 1], 1, [10, 0, 0, 2], 2);
+        agg.packet(&packet(&f, 1, 4242, Direction::Outbound));
+        assert_eq!(line_of(&agg, "pid 4242").packets_out, 1);
+    }
+
+    #[test]
+    fn timeline_stays_bounded() {
+        let mut t = Timeline::default();
+        for i in 0..100_000u64 {
+            t.add(0, i * 10_000_000, 1);
+        }
+        assert!(t.bytes[0].len() <= Timeline::MAX_BINS);
+        assert_eq!(t.bytes[0].iter().sum::<u64>(), 100_000);
+    }
+}

@@ -1,0 +1,440 @@
+//! Packet dissection for the report: link layer -> IPv4/IPv6 -> TCP/UDP/UDPLite/ICMP, by
+//! slicing the captured bytes in place. Nothing is copied or allocated; a packet that ends
+//! early or has odd fields yields whatever layers could be read, never an error, because a
+//! damaged packet must still be counted.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::model::{Direction, proto};
+
+/// Link types (LINKTYPE_*) the report understands.
+pub mod linktype {
+    pub const NULL: u16 = 0;
+    pub const ETHERNET: u16 = 1;
+    /// OpenBSD's and some old systems' numbers for raw IP.
+    pub const RAW_OLD: u16 = 12;
+    pub const RAW_OLD2: u16 = 14;
+    pub const RAW: u16 = 101;
+    pub const LOOP: u16 = 108;
+    pub const LINUX_SLL: u16 = 113;
+    pub const IPV4: u16 = 228;
+    pub const IPV6: u16 = 229;
+    pub const LINUX_SLL2: u16 = 276;
+}
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+const ETH_VLAN: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Fragment {
+    /// Not fragmented.
+    #[default]
+    Whole,
+    /// Offset 0 with more fragments: carries the transport header.
+    First { id: u32 },
+    /// Offset > 0: no transport header; belongs to the datagram `id`.
+    Later { id: u32 },
+}
+
+/// The network layer a packet carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The link layer could not be read or the link type is unknown.
+    #[default]
+    Unknown,
+    /// Not IP (ARP, LLDP...): the EtherType or link-layer protocol.
+    NotIp(u16),
+    Ipv4,
+    Ipv6,
+}
+
+/// The layers found in one packet. Fields past the last layer read keep their defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct Dissected<'a> {
+    pub network: Network,
+    /// Direction as the link layer states it (Linux cooked captures), else Unknown.
+    pub link_direction: Direction,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPPROTO_* of the transport (after IPv6 extension headers); 0 if none.
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// ICMP/ICMPv6 type and code.
+    pub icmp: Option<(u8, u8)>,
+    pub tcp_flags: u8,
+    pub fragment: Fragment,
+    /// Transport payload, bounded by the IP length (so Ethernet padding is not payload)
+    /// and by what was captured.
+    pub payload: &'a [u8],
+}
+
+impl Default for Dissected<'_> {
+    fn default() -> Self {
+        Self {
+            network: Network::Unknown,
+            link_direction: Direction::Unknown,
+            src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            protocol: 0,
+            src_port: 0,
+            dst_port: 0,
+            icmp: None,
+            tcp_flags: 0,
+            fragment: Fragment::Whole,
+            payload: &[],
+        }
+    }
+}
+
+impl Dissected<'_> {
+    pub fn is_ip(&self) -> bool {
+        matches!(self.network, Network::Ipv4 | Network::Ipv6)
+    }
+
+    /// Whether the transport header (and so the ports) was read.
+    pub fn has_ports(&self) -> bool {
+        matches!(
+            self.protocol,
+            proto::TCP | proto::UDP | proto::UDPLITE | proto::SCTP
+        ) && !matches!(self.fragment, Fragment::Later { .. })
+    }
+}
+
+#[inline(always)]
+fn be16(d: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(d.get(off..off + 2)?.try_into().ok()?))
+}
+
+#[inline(always)]
+fn be32(d: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(d.get(off..off + 4)?.try_into().ok()?))
+}
+
+/// Dissects one captured frame of link type `linktype`.
+#[inline]
+pub fn dissect(linktype: u16, data: &[u8]) -> Dissected<'_> {
+    let mut d = Dissected::default();
+    let (ethertype, off) = match link_layer(linktype, data, &mut d) {
+        Some(x) => x,
+        None => return d,
+    };
+    let Some(rest) = data.get(off..) else {
+        return d;
+    };
+    match ethertype {
+        ETH_IPV4 => ipv4(rest, &mut d),
+        ETH_IPV6 => ipv6(rest, &mut d),
+        other => d.network = Network::NotIp(other),
+    }
+    d
+}
+
+/// Returns the EtherType-like protocol of the network layer and its offset.
+#[inline(always)]
+fn link_layer(linktype: u16, data: &[u8], d: &mut Dissected) -> Option<(u16, usize)> {
+    match linktype {
+        linktype::ETHERNET => {
+            let mut off = 12;
+            let mut et = be16(data, off)?;
+            // 802.1Q / 802.1ad tags, possibly stacked (QinQ).
+            while ETH_VLAN.contains(&et) {
+                off += 4;
+                et = be16(data, off)?;
+            }
+            Some((et, off + 2))
+        }
+        linktype::LINUX_SLL => {
+            d.link_direction = sll_direction(be16(data, 0)?);
+            Some((be16(data, 14)?, 16))
+        }
+        linktype::LINUX_SLL2 => {
+            d.link_direction = sll_direction(u16::from(*data.get(10)?));
+            Some((be16(data, 0)?, 20))
+        }
+        linktype::RAW | linktype::RAW_OLD | linktype::RAW_OLD2 => {
+            let v = data.first()? >> 4;
+            Some((if v == 6 { ETH_IPV6 } else { ETH_IPV4 }, 0))
+        }
+        linktype::IPV4 => Some((ETH_IPV4, 0)),
+        linktype::IPV6 => Some((ETH_IPV6, 0)),
+        linktype::NULL | linktype::LOOP => {
+            // The address family, in the writer's byte order (NULL) or big-endian (LOOP).
+            let b: [u8; 4] = data.get(..4)?.try_into().ok()?;
+            let fam = if linktype == linktype::LOOP {
+                u32::from_be_bytes(b)
+            } else {
+                let le = u32::from_le_bytes(b);
+                if le < 0x10000 {
+                    le
+                } else {
+                    u32::from_be_bytes(b)
+                }
+            };
+            let et = match fam {
+                2 => ETH_IPV4,
+                // AF_INET6 on Linux, the BSDs and macOS.
+                10 | 24 | 28 | 30 => ETH_IPV6,
+                other => {
+                    d.network = Network::NotIp(other as u16);
+                    return None;
+                }
+            };
+            Some((et, 4))
+        }
+        _ => None,
+    }
+}
+
+fn sll_direction(pkttype: u16) -> Direction {
+    match pkttype {
+        // PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST
+        0..=2 => Direction::Inbound,
+        // PACKET_OUTGOING
+        4 => Direction::Outbound,
+        _ => Direction::Unknown,
+    }
+}
+
+#[inline(always)]
+fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
+    let Some(&vihl) = ip.first() else { return };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || ip.len() < 20 {
+        return;
+    }
+    d.network = Network::Ipv4;
+    let (Some(s), Some(t)) = (ip.get(12..16), ip.get(16..20)) else {
+        return;
+    };
+    d.src = IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3]));
+    d.dst = IpAddr::V4(Ipv4Addr::new(t[0], t[1], t[2], t[3]));
+    d.protocol = ip[9];
+    let total = usize::from(be16(ip, 2).unwrap_or(0));
+    // TSO/GRO captures carry total length 0; trust the capture then.
+    let end = if total >= ihl {
+        total.min(ip.len())
+    } else {
+        ip.len()
+    };
+    let frag = be16(ip, 6).unwrap_or(0);
+    let id = u32::from(be16(ip, 4).unwrap_or(0));
+    let offset = frag & 0x1fff;
+    let more = frag & 0x2000 != 0;
+    d.fragment = if offset != 0 {
+        Fragment::Later { id }
+    } else if more {
+        Fragment::First { id }
+    } else {
+        Fragment::Whole
+    };
+    if offset != 0 {
+        return;
+    }
+    let Some(l4) = ip.get(ihl..end) else { return };
+    transport(l4, d);
+}
+
+fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
+    let (Some(s), Some(t)) = (ip.get(8..24), ip.get(24..40)) else {
+        return;
+    };
+    if ip[0] >> 4 != 6 {
+        return;
+    }
+    d.network = Network::Ipv6;
+    let (Ok(s), Ok(t)) = (<[u8; 16]>::try_from(s), <[u8; 16]>::try_from(t)) else {
+        return;
+    };
+    d.src = IpAddr::V6(Ipv6Addr::from(s));
+    d.dst = IpAddr::V6(Ipv6Addr::from(t));
+    let plen = usize::from(be16(ip, 4).unwrap_or(0));
+    // Jumbograms and TSO captures carry 0.
+    let end = if plen == 0 {
+        ip.len()
+    } else {
+        (40 + plen).min(ip.len())
+    };
+    let mut next = ip[6];
+    let mut off = 40;
+    // Extension headers, bounded so a crafted loop of headers cannot stall us.
+    for _ in 0..16 {
+        match next {
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let (Some(&nh), Some(&len)) = (ip.get(off), ip.get(off + 1)) else {
+                    d.protocol = next;
+                    return;
+                };
+                next = nh;
+                off += (usize::from(len) + 1) * 8;
+            }
+            // Authentication header: length in 4-byte units, minus 2.
+            51 => {
+                let (Some(&nh), Some(&len)) = (ip.get(off), ip.get(off + 1)) else {
+                    d.protocol = next;
+                    return;
+                };
+                next = nh;
+                off += (usize::from(len) + 2) * 4;
+            }
+            44 => {
+                let (Some(&nh), Some(fo), Some(id)) =
+                    (ip.get(off), be16(ip, off + 2), be32(ip, off + 4))
+                else {
+                    d.protocol = next;
+                    return;
+                };
+                next = nh;
+                off += 8;
+                let offset = fo >> 3;
+                let more = fo & 1 != 0;
+                d.fragment = if offset != 0 {
+                    Fragment::Later { id }
+                } else if more {
+                    Fragment::First { id }
+                } else {
+                    Fragment::Whole
+                };
+                if offset != 0 {
+                    d.protocol = next;
+                    return;
+                }
+            }
+            _ => break,
+        }
+    }
+    d.protocol = next;
+    if let Some(l4) = ip.get(off..end) {
+        transport(l4, d);
+    }
+}
+
+#[inline(always)]
+fn transport<'a>(l4: &'a [u8], d: &mut Dissected<'a>) {
+    match d.protocol {
+        proto::TCP => {
+            let (Some(sp), Some(dp)) = (be16(l4, 0), be16(l4, 2)) else {
+                return;
+            };
+            d.src_port = sp;
+            d.dst_port = dp;
+            let Some(&doff) = l4.get(12) else { return };
+            d.tcp_flags = l4.get(13).copied().unwrap_or(0);
+            let hl = usize::from(doff >> 4) * 4;
+            d.payload = l4.get(hl.max(20)..).unwrap_or(&[]);
+        }
+        proto::UDP | proto::UDPLITE | proto::SCTP => {
+            let (Some(sp), Some(dp)) = (be16(l4, 0), be16(l4, 2)) else {
+                return;
+            };
+            d.src_port = sp;
+            d.dst_port = dp;
+            let hl = if d.protocol == proto::SCTP { 12 } else { 8 };
+            d.payload = l4.get(hl..).unwrap_or(&[]);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            if let (Some(&t), Some(&c)) = (l4.first(), l4.get(1)) {
+                d.icmp = Some((t, c));
+            }
+            d.payload = l4.get(8..).unwrap_or(&[]);
+        }
+        _ => d.payload = l4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4_udp(frag: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0x12, 0x34];
+        p.extend(frag.to_be_bytes());
+        p.extend([64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        p.extend(1234u16.to_be_bytes());
+        p.extend(53u16.to_be_bytes());
+        p.extend([0, 0, 0, 0]);
+        p.extend(payload);
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn ethernet_with_stacked_vlans_and_padding() {
+        let mut f = vec![0u8; 12];
+        f.extend([0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x08, 0x00]);
+        f.extend(ipv4_udp(0, b"hi"));
+        f.extend([0u8; 10]); // Ethernet padding
+        let d = dissect(linktype::ETHERNET, &f);
+        assert_eq!(d.network, Network::Ipv4);
+        assert_eq!(d.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((d.protocol, d.src_port, d.dst_port), (17, 1234, 53));
+        assert_eq!(d.payload, b"hi");
+        assert!(d.has_ports());
+    }
+
+    #[test]
+    fn later_fragments_have_no_ports() {
+        let p = ipv4_udp(0x0003, b"xxxxxxxx");
+        let d = dissect(linktype::RAW, &p);
+        assert_eq!(d.fragment, Fragment::Later { id: 0x1234 });
+        assert!(!d.has_ports());
+        assert_eq!(d.src_port, 0);
+        let p = ipv4_udp(0x2000, b"x");
+        let d = dissect(linktype::IPV4, &p);
+        assert_eq!(d.fragment, Fragment::First { id: 0x1234 });
+        assert_eq!(d.dst_port, 53);
+    }
+
+    #[test]
+    fn ipv6_extension_headers_and_sll2() {
+        let mut ip = vec![0x60, 0, 0, 0, 0, 0, 0, 64];
+        ip.extend([0u8; 15]);
+        ip.push(1);
+        ip.extend([0u8; 15]);
+        ip.push(2);
+        // hop-by-hop (8 bytes) then fragment header (first fragment) then TCP.
+        ip.extend([44, 0, 0, 0, 0, 0, 0, 0]);
+        ip.extend([6, 0, 0, 1, 0, 0, 0, 9]);
+        ip.extend(80u16.to_be_bytes());
+        ip.extend(40000u16.to_be_bytes());
+        ip.extend([0u8; 8]);
+        ip.extend([0x50, 0x12, 0, 0, 0, 0, 0, 0]);
+        ip.extend(b"data");
+        let plen = (ip.len() - 40) as u16;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+        let mut f = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0];
+        f.extend([0u8; 8]);
+        f.extend(ip);
+        let d = dissect(linktype::LINUX_SLL2, &f);
+        assert_eq!(d.network, Network::Ipv6);
+        assert_eq!(d.link_direction, Direction::Outbound);
+        assert_eq!(d.fragment, Fragment::First { id: 9 });
+        assert_eq!((d.protocol, d.src_port, d.dst_port), (6, 80, 40000));
+        assert_eq!(d.tcp_flags, 0x12);
+        assert_eq!(d.payload, b"data");
+    }
+
+    #[test]
+    fn null_loopback_both_byte_orders() {
+        for fam in [2u32.to_le_bytes(), 2u32.to_be_bytes()] {
+            let mut f = fam.to_vec();
+            f.extend(ipv4_udp(0, b""));
+            assert_eq!(dissect(linktype::NULL, &f).network, Network::Ipv4);
+        }
+    }
+
+    #[test]
+    fn short_or_garbage_frames_do_not_panic() {
+        for lt in [0, 1, 101, 113, 228, 229, 276, 9999] {
+            for n in 0..70 {
+                let f = vec![0x45u8; n];
+                let _ = dissect(lt, &f);
+                let f = vec![0x60u8; n];
+                let _ = dissect(lt, &f);
+            }
+        }
+    }
+}

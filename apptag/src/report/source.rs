@@ -1,0 +1,158 @@
+//! Opens a capture file (memory-mapped) and turns it into one stream of records, whatever
+//! the format: classic pcap is read here, pcapng through [`crate::pcapng::reader`].
+use std::{fs::File, path::Path};
+
+use memmap2::Mmap;
+
+use crate::model::{AppRecord, InterfaceInfo, InterfaceStats, Packet, ProcessInfo};
+
+use super::{ReportError, pcap};
+
+/// Block type of a pcapng Section Header Block, which every pcapng file starts with.
+const PCAPNG_SHB: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// The file formats we read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Pcap,
+    Pcapng,
+}
+
+/// One item of a capture, in file order.
+#[derive(Clone, Debug)]
+pub enum Record<'a> {
+    Packet(Packet<'a>),
+    /// A new interface; interfaces are numbered in the order they appear.
+    Interface(InterfaceInfo),
+    Process(ProcessInfo),
+    AppRecords {
+        final_table: bool,
+        apps: Vec<AppRecord>,
+    },
+    InterfaceStats {
+        interface: u32,
+        stats: InterfaceStats,
+    },
+}
+
+/// A capture file held in memory (mapped, so only the pages being read are resident).
+pub struct Capture {
+    map: Option<Mmap>,
+}
+
+impl Capture {
+    pub fn open(path: &Path) -> Result<Self, ReportError> {
+        let io = |source| ReportError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 {
+            return Ok(Self { map: None });
+        }
+        // SAFETY: the map is read-only. If another process truncates the file while we
+        // read it, access faults (SIGBUS); that is the accepted price of mapping captures,
+        // as in every mmap-based pcap reader.
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        #[cfg(unix)]
+        {
+            let _ = map.advise(memmap2::Advice::Sequential);
+        }
+        Ok(Self { map: Some(map) })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    pub fn records(&self) -> Result<Records<'_>, ReportError> {
+        Records::new(self.data())
+    }
+}
+
+/// Which format `data` is in.
+pub fn sniff(data: &[u8]) -> Result<Format, ReportError> {
+    if data.is_empty() {
+        return Err(ReportError::Truncated {
+            offset: 0,
+            what: "the file is empty".into(),
+        });
+    }
+    if data.starts_with(&PCAPNG_SHB) {
+        return Ok(Format::Pcapng);
+    }
+    if pcap::sniff(data) {
+        return Ok(Format::Pcap);
+    }
+    let n = data.len().min(4);
+    Err(ReportError::Corrupt {
+        offset: 0,
+        what: format!(
+            "not a pcap or pcapng file (starts with {:02x?}); give a capture written by \
+             apptag, tcpdump, tshark or Wireshark",
+            &data[..n]
+        ),
+    })
+}
+
+enum Inner<'a> {
+    Pcap {
+        reader: pcap::PcapReader<'a>,
+        interface: Option<InterfaceInfo>,
+    },
+}
+
+/// The records of a capture, in file order.
+pub struct Records<'a> {
+    inner: Inner<'a>,
+    format: Format,
+}
+
+impl<'a> Records<'a> {
+    pub fn new(data: &'a [u8]) -> Result<Self, ReportError> {
+        let format = sniff(data)?;
+        let inner = match format {
+            Format::Pcap => {
+                let reader = pcap::PcapReader::new(data)?;
+                let h = *reader.header();
+                Inner::Pcap {
+                    reader,
+                    interface: Some(InterfaceInfo {
+                        name: String::new(),
+                        linktype: h.linktype,
+                        snaplen: h.snaplen,
+                        filter: None,
+                    }),
+                }
+            }
+            Format::Pcapng => return Err(ReportError::PcapngUnavailable),
+        };
+        Ok(Self { inner, format })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The next record; `None` at the end or after an error that leaves no place to resume.
+    #[inline]
+    pub fn next_record(&mut self) -> Option<Result<Record<'a>, ReportError>> {
+        match &mut self.inner {
+            Inner::Pcap { reader, interface } => {
+                if let Some(i) = interface.take() {
+                    return Some(Ok(Record::Interface(i)));
+                }
+                reader.next_packet().map(|r| r.map(Record::Packet))
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, ReportError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record()
+    }
+}

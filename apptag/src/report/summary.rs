@@ -1,0 +1,474 @@
+//! The finished report: what `apptag report` prints, as plain data (serialised for `--json`).
+use std::net::IpAddr;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use crate::model::proto;
+
+use super::{
+    aggregate::{Aggregator, Counters, LineId, LineKind},
+    source::Format,
+};
+
+/// How many remote hosts and names each application lists (the counts stay exact).
+pub const TOP_REMOTES: usize = 20;
+pub const TOP_NAMES: usize = 50;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub file: String,
+    pub format: Format,
+    /// LINKTYPE_* of each interface.
+    pub linktypes: Vec<u16>,
+    /// Whether the file carried process information (apptag files do; plain pcaps do not).
+    pub process_info: bool,
+    /// Where in/out came from: "capture" (direction flags or cooked headers, or known local
+    /// addresses) or "guessed" (the end that opened each flow is taken as this host).
+    pub direction: &'static str,
+    pub totals: Totals,
+    /// Applications and unattributed traffic, most bytes first (top talkers).
+    pub applications: Vec<Application>,
+    /// Every flow, only with `--flows` (there can be millions).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conversations: Vec<Conversation>,
+    /// Damage found in the file; the figures cover what was read before it.
+    pub problems: Vec<Problem>,
+    #[serde(skip)]
+    pub timeline: Timeline,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub packets: u64,
+    /// Sum of original frame lengths, as tshark counts them.
+    pub bytes: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub flows: u64,
+    pub non_ip_packets: u64,
+    pub attributed_bytes: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub duration_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Application {
+    pub name: String,
+    pub attributed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub pids: Vec<u32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub exe: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cgroup: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Fraction of all bytes in the file (0..1).
+    pub share: f64,
+    pub flows: u64,
+    pub remote_hosts: u64,
+    pub remote_ports: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub first: String,
+    pub last: String,
+    pub protocols: Vec<ProtocolShare>,
+    /// Top remote hosts by bytes.
+    pub remotes: Vec<Remote>,
+    /// DNS query names, HTTP hosts and TLS server names seen.
+    pub names: Vec<String>,
+    pub processes: Vec<Process>,
+    #[serde(skip)]
+    pub line: LineId,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProtocolShare {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Remote {
+    pub addr: IpAddr,
+    pub ports: Vec<u16>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub exe: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cmdline: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    pub start_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Conversation {
+    /// IPPROTO_* number and its name.
+    pub protocol: u8,
+    pub transport: &'static str,
+    pub a: IpAddr,
+    pub a_port: u16,
+    pub b: IpAddr,
+    pub b_port: u16,
+    pub packets_a_to_b: u64,
+    pub bytes_a_to_b: u64,
+    pub packets_b_to_a: u64,
+    pub bytes_b_to_a: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub service: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// The application (or unattributed line) with most of its bytes.
+    pub application: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// Byte offset in the file where the damage starts.
+    pub offset: u64,
+    pub message: String,
+}
+
+/// Bytes per time bin per report line, for plots.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub origin_ns: u64,
+    pub bin_ns: u64,
+    /// Indexed by [`Application::line`].
+    pub bytes: Vec<Vec<u64>>,
+}
+
+#[derive(Default)]
+struct LineAcc {
+    flows: u64,
+    remotes: FxHashMap<IpAddr, (u64, u64, u64, FxHashSet<u16>)>,
+    ports: FxHashSet<u16>,
+    protocols: FxHashMap<String, (u64, u64, u64)>,
+    names: Vec<String>,
+    name_set: FxHashSet<String>,
+}
+
+impl Report {
+    pub fn build(
+        agg: Aggregator,
+        file: String,
+        format: Format,
+        problems: Vec<Problem>,
+        with_flows: bool,
+    ) -> Self {
+        let mut acc: Vec<LineAcc> = (0..agg.lines.len()).map(|_| LineAcc::default()).collect();
+        let mut conversations = Vec::new();
+        for f in &agg.flows {
+            let local_a = f.local_is_a();
+            let (remote, rport) = if local_a {
+                (f.key.b, f.key.b_port)
+            } else {
+                (f.key.a, f.key.a_port)
+            };
+            let service = f.service_label();
+            for (line, c) in &f.accounts {
+                let Some(a) = acc.get_mut(*line as usize) else {
+                    continue;
+                };
+                a.flows += 1;
+                let r = a.remotes.entry(remote).or_default();
+                r.0 += c.packets();
+                r.1 += c.bytes();
+                r.2 += 1;
+                let has_ports = matches!(
+                    f.key.protocol,
+                    proto::TCP | proto::UDP | proto::UDPLITE | proto::SCTP
+                ) && rport != 0;
+                if has_ports {
+                    if r.3.len() < 64 {
+                        r.3.insert(rport);
+                    }
+                    a.ports.insert(rport);
+                }
+                let p = a.protocols.entry(service.clone()).or_default();
+                p.0 += c.packets();
+                p.1 += c.bytes();
+                p.2 += 1;
+                for n in &f.names {
+                    if a.names.len() < TOP_NAMES && a.name_set.insert(n.clone()) {
+                        a.names.push(n.clone());
+                    }
+                }
+            }
+            if with_flows {
+                let main_line = f
+                    .accounts
+                    .iter()
+                    .max_by_key(|(_, c)| c.bytes())
+                    .map(|(l, _)| *l);
+                conversations.push(Conversation {
+                    protocol: f.key.protocol,
+                    transport: proto::name(f.key.protocol),
+                    a: f.key.a,
+                    a_port: f.key.a_port,
+                    b: f.key.b,
+                    b_port: f.key.b_port,
+                    packets_a_to_b: f.packets[0],
+                    bytes_a_to_b: f.bytes[0],
+                    packets_b_to_a: f.packets[1],
+                    bytes_b_to_a: f.bytes[1],
+                    packets: f.packets[0] + f.packets[1],
+                    bytes: f.bytes[0] + f.bytes[1],
+                    first_ns: f.first_ns,
+                    last_ns: f.last_ns,
+                    service: service.clone(),
+                    names: f.names.clone(),
+                    application: main_line.map(|l| line_name(&agg, l)).unwrap_or_default(),
+                });
+            }
+        }
+        let total_bytes = agg.totals.bytes();
+        let mut apps = Vec::new();
+        let mut attributed_bytes = 0;
+        for (i, (line, a)) in agg.lines.iter().zip(acc).enumerate() {
+            let c = line.counters;
+            if c.packets() == 0 {
+                continue;
+            }
+            let (name, attributed, reason, pids, exe, cgroup) = match &line.kind {
+                LineKind::App(info) => {
+                    attributed_bytes += c.bytes();
+                    let mut pids = info.pids.clone();
+                    pids.sort_unstable();
+                    (
+                        info.name.clone(),
+                        true,
+                        None,
+                        pids,
+                        info.exe.clone(),
+                        info.cgroup.clone(),
+                    )
+                }
+                LineKind::Unattributed(r) => (
+                    "(unattributed)".to_string(),
+                    false,
+                    Some(r.text().to_string()),
+                    Vec::new(),
+                    String::new(),
+                    String::new(),
+                ),
+            };
+            let mut remotes: Vec<Remote> = a
+                .remotes
+                .iter()
+                .map(|(addr, (p, b, f, ports))| {
+                    let mut ports: Vec<u16> = ports.iter().copied().collect();
+                    ports.sort_unstable();
+                    Remote {
+                        addr: *addr,
+                        ports,
+                        packets: *p,
+                        bytes: *b,
+                        flows: *f,
+                    }
+                })
+                .collect();
+            remotes.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.addr.cmp(&y.addr)));
+            let remote_hosts = remotes.len() as u64;
+            remotes.truncate(TOP_REMOTES);
+            let mut protocols: Vec<ProtocolShare> = a
+                .protocols
+                .into_iter()
+                .map(|(name, (packets, bytes, flows))| ProtocolShare {
+                    name,
+                    packets,
+                    bytes,
+                    flows,
+                })
+                .collect();
+            protocols.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.name.cmp(&y.name)));
+            let mut processes: Vec<Process> = line
+                .processes
+                .iter()
+                .map(|(&pid, pc)| process_entry(&agg, pid, pc))
+                .collect();
+            processes.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.pid.cmp(&y.pid)));
+            apps.push(Application {
+                name,
+                attributed,
+                reason,
+                pids,
+                exe,
+                cgroup,
+                packets: c.packets(),
+                bytes: c.bytes(),
+                packets_in: c.packets_in,
+                packets_out: c.packets_out,
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+                share: if total_bytes == 0 {
+                    0.0
+                } else {
+                    c.bytes() as f64 / total_bytes as f64
+                },
+                flows: a.flows,
+                remote_hosts,
+                remote_ports: a.ports.len() as u64,
+                first_ns: c.first_ns,
+                last_ns: c.last_ns,
+                first: format_time(c.first_ns),
+                last: format_time(c.last_ns),
+                protocols,
+                remotes,
+                names: a.names,
+                processes,
+                line: i as LineId,
+            });
+        }
+        apps.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.name.cmp(&y.name)));
+        let t = agg.totals;
+        let totals = Totals {
+            packets: t.packets(),
+            bytes: t.bytes(),
+            packets_in: t.packets_in,
+            packets_out: t.packets_out,
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
+            flows: agg.flows.len() as u64,
+            non_ip_packets: agg.non_ip_packets,
+            attributed_bytes,
+            first_ns: t.first_ns,
+            last_ns: t.last_ns,
+            duration_s: t.last_ns.saturating_sub(t.first_ns) as f64 / 1e9,
+        };
+        Report {
+            file,
+            format,
+            linktypes: agg.linktypes().to_vec(),
+            process_info: agg.has_process_info(),
+            direction: if agg.direction_guessed == 0 {
+                "capture"
+            } else {
+                "guessed"
+            },
+            totals,
+            applications: apps,
+            conversations,
+            problems,
+            timeline: Timeline {
+                origin_ns: agg.timeline.origin_ns,
+                bin_ns: agg.timeline.bin_ns,
+                bytes: agg.timeline.bytes,
+            },
+        }
+    }
+}
+
+fn line_name(agg: &Aggregator, line: LineId) -> String {
+    match agg.lines.get(line as usize).map(|l| &l.kind) {
+        Some(LineKind::App(a)) => a.name.clone(),
+        Some(LineKind::Unattributed(r)) => format!("(unattributed: {})", r.text()),
+        None => String::new(),
+    }
+}
+
+fn process_entry(agg: &Aggregator, pid: u32, c: &Counters) -> Process {
+    // The process entry that was running at the first packet (pids can be reused).
+    let info = agg
+        .processes
+        .iter()
+        .filter(|p| p.pid == pid && p.start_ns <= c.first_ns.max(1))
+        .max_by_key(|p| p.start_ns)
+        .or_else(|| agg.processes.iter().find(|p| p.pid == pid));
+    Process {
+        pid,
+        name: info.map(|p| p.name.clone()).unwrap_or_default(),
+        exe: info.map(|p| p.exe.clone()).unwrap_or_default(),
+        cmdline: info.map(|p| p.cmdline.clone()).unwrap_or_default(),
+        user: info.map(|p| p.user.clone()).unwrap_or_default(),
+        start_ns: info.map(|p| p.start_ns).unwrap_or(0),
+        packets: c.packets(),
+        bytes: c.bytes(),
+        packets_in: c.packets_in,
+        packets_out: c.packets_out,
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+        first_ns: c.first_ns,
+        last_ns: c.last_ns,
+    }
+}
+
+/// `2026-11-22 14:20:01.123456 UTC` (empty for 0).
+pub fn format_time(ns: u64) -> String {
+    if ns == 0 {
+        return String::new();
+    }
+    let secs = ns / 1_000_000_000;
+    let micros = (ns % 1_000_000_000) / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06} UTC",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(
+            format_time(1_700_000_000_123_456_789),
+            "2023-11-14 22:13:20.123456 UTC"
+        );
+        assert_eq!(
+            format_time(951_782_400_000_000_000),
+            "2000-02-29 00:00:00.000000 UTC"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The human-readable report.
+use std::fmt::Write;
+
+use super::{Report, summary::format_time};
+
+/// Bytes with a binary-free SI unit, as network people read them.
+pub fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    for (div, unit) in [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")] {
+        if b >= div {
+            return format!("{:.1} {unit}", b / div);
+        }
+    }
+    format!("{b} B")
+}
+
+fn short_time(ns: u64) -> String {
+    // "HH:MM:SS.mmm" of the full UTC stamp.
+    let full = format_time(ns);
+    full.get(11..23).unwrap_or("").to_string()
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let t = &r.totals;
+    let _ = writeln!(
+        o,
+        "{}: {} packets, {} ({} bytes), {} flows, {:.3} s",
+        r.file,
+        t.packets,
+        human_bytes(t.bytes),
+        t.bytes,
+        t.flows,
+        t.duration_s
+    );
+    if t.first_ns != 0 {
+        let _ = writeln!(
+            o,
+            "from {} to {}",
+            format_time(t.first_ns),
+            format_time(t.last_ns)
+        );
+    }
+    if !r.process_info {
+        let _ = writeln!(
+            o,
+            "no process information in this file: all traffic is unattributed; in/out is \
+             guessed (the end that opened a flow is taken as this host)"
+        );
+    } else if r.direction == "guessed" {
+        let _ = writeln!(
+            o,
+            "in/out partly guessed (no direction flags): the end that opened a flow is taken \
+             as this host"
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<24} {:>6} {:>9} {:>10} {:>10} {:>6} {:>6} {:>5} {:>12} {:>12}  protocols",
+        "APPLICATION (top talkers)",
+        "share",
+        "packets",
+        "bytes in",
+        "bytes out",
+        "flows",
+        "hosts",
+        "ports",
+        "first",
+        "last"
+    );
+    for a in &r.applications {
+        let name = if a.attributed {
+            let pids: Vec<String> = a.pids.iter().map(u32::to_string).collect();
+            format!("{} [{}]", a.name, pids.join(","))
+        } else {
+            "(unattributed)".into()
+        };
+        let protos: Vec<String> = a
+            .protocols
+            .iter()
+            .take(5)
+            .map(|p| {
+                format!(
+                    "{} {:.0}%",
+                    p.name,
+                    100.0 * p.bytes as f64 / a.bytes.max(1) as f64
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<24} {:>5.1}% {:>9} {:>10} {:>10} {:>6} {:>6} {:>5} {:>12} {:>12}  {}",
+            clip(&name, 24),
+            a.share * 100.0,
+            a.packets,
+            human_bytes(a.bytes_in),
+            human_bytes(a.bytes_out),
+            a.flows,
+            a.remote_hosts,
+            a.remote_ports,
+            short_time(a.first_ns),
+            short_time(a.last_ns),
+            protos.join(", ")
+        );
+        if let Some(reason) = &a.reason {
+            let _ = writeln!(o, "    reason: {reason}");
+        }
+        if a.processes.len() > 1 || (a.processes.len() == 1 && a.pids.len() > 1) {
+            for p in &a.processes {
+                let cmd = if p.cmdline.is_empty() {
+                    p.name.clone()
+                } else {
+                    p.cmdline.join(" ")
+                };
+                let _ = writeln!(
+                    o,
+                    "    pid {:<8} {:>9} pkts {:>10} in {:>10} out  {}",
+                    p.pid,
+                    p.packets,
+                    human_bytes(p.bytes_in),
+                    human_bytes(p.bytes_out),
+                    clip(&cmd, 40)
+                );
+            }
+        }
+        let remotes: Vec<String> = a
+            .remotes
+            .iter()
+            .take(5)
+            .map(|x| {
+                let ports: Vec<String> = x.ports.iter().take(4).map(u16::to_string).collect();
+                if ports.is_empty() {
+                    format!("{} ({})", x.addr, human_bytes(x.bytes))
+                } else {
+                    format!("{}:{} ({})", x.addr, ports.join(","), human_bytes(x.bytes))
+                }
+            })
+            .collect();
+        if !remotes.is_empty() {
+            let more = a.remote_hosts.saturating_sub(remotes.len() as u64);
+            let tail = if more > 0 {
+                format!(" +{more} more")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(o, "    remotes: {}{tail}", remotes.join(", "));
+        }
+        if !a.names.is_empty() {
+            let names: Vec<&str> = a.names.iter().take(8).map(String::as_str).collect();
+            let _ = writeln!(o, "    names: {}", names.join(", "));
+        }
+    }
+    if !r.conversations.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "{:<7} {:>45} {:>45} {:>8} {:>10} {:>8} {:>10}  service / application",
+            "FLOW", "A", "B", "pkts A>B", "bytes A>B", "pkts B>A", "bytes B>A"
+        );
+        for c in &r.conversations {
+            let _ = writeln!(
+                o,
+                "{:<7} {:>45} {:>45} {:>8} {:>10} {:>8} {:>10}  {} / {}",
+                c.transport,
+                format!("{}:{}", c.a, c.a_port),
+                format!("{}:{}", c.b, c.b_port),
+                c.packets_a_to_b,
+                c.bytes_a_to_b,
+                c.packets_b_to_a,
+                c.bytes_b_to_a,
+                c.service,
+                c.application
+            );
+        }
+    }
+    for p in &r.problems {
+        let _ = writeln!(o, "\nPROBLEM at byte {}: {}", p.offset, p.message);
+    }
+    o
+}
