@@ -112,9 +112,13 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     };
     let mut writer = Writer::create(&cfg.output, &SectionInfo::detect()).map_err(out_err)?;
     let mut linktypes = Vec::new();
+    let mut loopback = Vec::new();
     for c in &captures {
         let info = c.info();
         linktypes.push(u32::from(info.linktype));
+        // On loopback each packet has a local sender and a local receiver, and the capture
+        // keeps only the incoming copy: attribute it to its sender first.
+        loopback.push(crate::capture::iface::lookup(&info.name).is_ok_and(|i| i.is_loopback()));
         writer.add_interface(&info).map_err(out_err)?;
     }
     let queue_dropped = Arc::new(AtomicU64::new(0));
@@ -126,6 +130,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         sockets: HashMap::new(),
         summary: Summary::default(),
         linktypes,
+        loopback,
     };
     let mut queue: VecDeque<Batch> = VecDeque::new();
     let mut last_apps = Instant::now();
@@ -277,6 +282,7 @@ struct Merge {
     sockets: HashMap<u64, (SocketRecord, ProcKey)>,
     summary: Summary,
     linktypes: Vec<u32>,
+    loopback: Vec<bool>,
 }
 
 impl Merge {
@@ -288,6 +294,11 @@ impl Merge {
         cfg: &SensorConfig,
     ) -> Result<(), PcapngError> {
         let linktype = self.linktypes.get(b.iface as usize).copied().unwrap_or(1);
+        let loopback = self
+            .loopback
+            .get(b.iface as usize)
+            .copied()
+            .unwrap_or(false);
         for &(ts, orig_len, off, len, direction) in &b.pkts {
             if cfg.count.is_some_and(|c| self.summary.written >= c) {
                 return Ok(());
@@ -298,7 +309,12 @@ impl Merge {
                 .get(off as usize..(off + len) as usize)
                 .unwrap_or(&[]);
             let ends = packet_ends(linktype, data);
-            let tag = ends.and_then(|e| a.tag(&e, direction, ts));
+            let lookup_dir = if loopback {
+                Direction::Unknown
+            } else {
+                direction
+            };
+            let tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
             if let Some(t) = &tag {
                 let info = a.table().processes().get(t.proc);
                 if !cfg.pids.is_empty() && !cfg.pids.contains(&t.pid) {

@@ -302,16 +302,31 @@ impl SocketTable {
         }
     }
 
-    /// Finds the socket and task behind a packet. `dir` is the capture's direction;
-    /// with `Unknown` (loopback) the sender is tried first, then the receiver.
+    /// Finds the socket and task behind a packet. `dir` is the capture's direction: the
+    /// socket at the local end of that direction is tried first (with its bound address and
+    /// wildcard fallbacks), then the exact 5-tuple of the other end, which is also local
+    /// when traffic runs between network namespaces of this host. With `Unknown` (loopback)
+    /// the sender is tried first, then the receiver.
     pub fn lookup(&self, ends: &PacketEnds, dir: Direction, ts: u64) -> Option<Tag> {
+        let (sender, receiver) = (ends.as_sender(), ends.as_receiver());
         match dir {
-            Direction::Outbound => self.lookup_tuple(&ends.as_sender(), ts),
-            Direction::Inbound => self.lookup_tuple(&ends.as_receiver(), ts),
+            Direction::Outbound => self
+                .lookup_tuple(&sender, ts)
+                .or_else(|| self.lookup_exact(&receiver, ts)),
+            Direction::Inbound => self
+                .lookup_tuple(&receiver, ts)
+                .or_else(|| self.lookup_exact(&sender, ts)),
             Direction::Unknown => self
-                .lookup_tuple(&ends.as_sender(), ts)
-                .or_else(|| self.lookup_tuple(&ends.as_receiver(), ts)),
+                .lookup_tuple(&sender, ts)
+                .or_else(|| self.lookup_tuple(&receiver, ts)),
         }
+    }
+
+    /// Only the exact 5-tuple: a bound-address match on the far end of a packet would name
+    /// a local socket for a remote host's port.
+    fn lookup_exact(&self, t: &Tuple, ts: u64) -> Option<Tag> {
+        let cookie = self.pick(self.tuples.get(t), ts)?;
+        self.tag_for(cookie, t, ts)
     }
 
     /// Looks up one orientation: exact 5-tuple, then the bound local address, then the
@@ -322,6 +337,11 @@ impl SocketTable {
             .pick(self.tuples.get(t), ts)
             .or_else(|| self.pick(self.locals.get(&local), ts))
             .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts))?;
+        self.tag_for(cookie, t, ts)
+    }
+
+    fn tag_for(&self, cookie: u64, t: &Tuple, ts: u64) -> Option<Tag> {
+        let local = t.local_key();
         let sock = self.socks.get(&cookie)?;
         let owner = match sock.owner_at(ts) {
             Some(o) => *o,

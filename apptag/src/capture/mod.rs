@@ -20,7 +20,7 @@
 //! # Ok::<(), apptag::capture::CaptureError>(())
 //! ```
 mod filter;
-mod iface;
+pub mod iface;
 mod ring;
 
 use std::{
