@@ -117,11 +117,16 @@ pub struct SocketTable {
 
 impl SocketTable {
     pub fn new(clock: BootClock) -> Self {
+        Self::with_prefetch(clock, super::process::Prefetch::default())
+    }
+
+    /// A table whose process look-ups first consult what the event thread read from /proc.
+    pub fn with_prefetch(clock: BootClock, prefetch: super::process::Prefetch) -> Self {
         Self {
             socks: HashMap::new(),
             tuples: HashMap::new(),
             locals: HashMap::new(),
-            procs: ProcessTable::new(clock),
+            procs: ProcessTable::with_prefetch(clock, prefetch),
             clock,
             fresh: Vec::new(),
         }
