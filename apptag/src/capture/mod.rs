@@ -19,7 +19,7 @@
 //! stop.stop();
 //! # Ok::<(), apptag::capture::CaptureError>(())
 //! ```
-mod filter;
+pub mod filter;
 pub mod iface;
 mod ring;
 
