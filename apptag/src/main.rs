@@ -119,11 +119,9 @@ fn check_privileges(mode: Mode, capture: bool) -> Result<()> {
     }
     needed.push((CAP_NET_ADMIN, "CAP_NET_ADMIN"));
     if mode == Mode::Ebpf {
-        needed.extend([
-            (CAP_BPF, "CAP_BPF"),
-            (CAP_PERFMON, "CAP_PERFMON"),
-            (CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE"),
-        ]);
+        // CAP_SYS_RESOURCE only matters on kernels older than 5.11, which charge BPF
+        // memory to RLIMIT_MEMLOCK; apptag raises the limit when it can.
+        needed.extend([(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]);
     }
     let missing = missing_caps(&needed);
     if missing.is_empty() {
