@@ -18,7 +18,10 @@ use std::{
 
 use crate::{
     attribution::{
-        AttributionError, Attributor, Mode, flow::packet_ends, process::ProcKey, table::SocketTable,
+        AttributionError, Attributor, Mode,
+        flow::{icmp_quoted, l3_payload, packet_ends},
+        process::ProcKey,
+        table::SocketTable,
     },
     capture::{Capture, CaptureConfig, CaptureError, StopHandle},
     model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
@@ -510,7 +513,14 @@ impl Merge {
             } else {
                 direction
             };
-            let tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
+            let mut tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
+            if tag.is_none()
+                && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
+                && let Some(quoted) = l3_payload(linktype, data).and_then(icmp_quoted)
+            {
+                // An ICMP error belongs to the socket that sent the datagram it quotes.
+                tag = a.table().lookup(&quoted, Direction::Outbound, ts);
+            }
             if let Some(t) = &tag {
                 let info = a.table().processes().get(t.proc);
                 if !cfg.pids.is_empty() && !cfg.pids.contains(&t.pid) {
