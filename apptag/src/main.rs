@@ -56,6 +56,15 @@ struct CaptureArgs {
     /// Capture threads per interface (PACKET_FANOUT) [default: number of CPUs].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Rotate: start a new file after this many megabytes (1,000,000 bytes), like tcpdump -C.
+    #[arg(short = 'C', value_name = "MB")]
+    file_size: Option<f64>,
+    /// Rotate: start a new file every this many seconds, like tcpdump -G.
+    #[arg(short = 'G', value_name = "SECONDS")]
+    rotate_seconds: Option<f64>,
+    /// With -C: keep this many files, overwriting the oldest; with -G: stop after this many.
+    #[arg(short = 'W', value_name = "FILES")]
+    file_count: Option<u32>,
     /// Seconds between the periodic application-record blocks.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     app_interval: f64,
@@ -93,6 +102,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Which applications used the network in a capture: how much, with whom and when.
+    Report(apptag::report::cli::ReportArgs),
 }
 
 /// Ctrl-C and SIGTERM set the flag; the command then finishes cleanly.
@@ -104,12 +115,40 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// Names every missing capability at once, instead of failing on the first syscall.
+fn check_privileges(mode: Mode, capture: bool) -> Result<()> {
+    use apptag::sys::*;
+    let mut needed = Vec::new();
+    if capture {
+        needed.push((CAP_NET_RAW, "CAP_NET_RAW"));
+    }
+    needed.push((CAP_NET_ADMIN, "CAP_NET_ADMIN"));
+    if mode == Mode::Ebpf {
+        // CAP_SYS_RESOURCE only matters on kernels older than 5.11, which charge BPF
+        // memory to RLIMIT_MEMLOCK; apptag raises the limit when it can.
+        needed.extend([(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]);
+    }
+    let missing = missing_caps(&needed);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let setcap: Vec<String> = needed.iter().map(|(_, n)| n.to_lowercase()).collect();
+    anyhow::bail!(
+        "apptag needs root, or these capabilities which this process lacks: {}. Run it with \
+         sudo (or `cargo xtask run -- ...`), or grant them once with `sudo setcap {}+ep \
+         $(command -v apptag)`",
+        missing.join(", "),
+        setcap.join(",")
+    )
+}
+
 fn capture(a: CaptureArgs) -> Result<()> {
     if a.interfaces.is_empty() {
         anyhow::bail!(
             "no interface given: use -i IFACE (e.g. -i lo, -i eth0, -i any); see apptag --help"
         );
     }
+    check_privileges(a.attribution, true)?;
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -124,6 +163,13 @@ fn capture(a: CaptureArgs) -> Result<()> {
         attribution: a.attribution,
         workers,
         app_interval: Duration::from_secs_f64(a.app_interval.max(0.1)),
+        rotation: apptag::pipeline::Rotation {
+            max_bytes: a.file_size.map(|mb| (mb * 1e6).max(4096.0) as u64),
+            every: a
+                .rotate_seconds
+                .map(|s| Duration::from_secs_f64(s.max(0.1))),
+            max_files: a.file_count.filter(|&w| w > 0),
+        },
         pids: a.pids,
         comms: a.comms,
     };
@@ -145,7 +191,21 @@ fn capture(a: CaptureArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        // `apptag ... | head` closing the pipe is a normal way to stop reading.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Some(Cmd::Sockets {
             json,
@@ -153,22 +213,16 @@ fn main() -> Result<()> {
             attribution,
         }) => {
             let stop = stop_flag()?;
+            check_privileges(attribution, false)?;
             let mut out = std::io::stdout().lock();
-            match apptag::attribution::watch::watch(
+            apptag::attribution::watch::watch(
                 attribution,
                 duration.map(Duration::from_secs_f64),
                 json,
                 stop,
                 &mut out,
-            ) {
-                // `apptag sockets | head` is a normal way to stop.
-                Err(apptag::attribution::watch::WatchError::Output(e))
-                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
-                {
-                    Ok(())
-                }
-                r => Ok(r?),
-            }
+            )?;
+            Ok(())
         }
         None => capture(cli.capture),
         Some(Cmd::Apps { file, json }) => {

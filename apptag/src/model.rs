@@ -48,6 +48,17 @@ pub enum Provenance {
     Procfs,
 }
 
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provenance::Hook(h) => f.write_str(apptag_common::hook::name(*h)),
+            Provenance::SockDiag => f.write_str("sock_diag"),
+            Provenance::Procfs => f.write_str("procfs"),
+            Provenance::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
 /// One process, as the pcapng process entries and the application-record block carry it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {

@@ -18,10 +18,13 @@ use std::{
 
 use crate::{
     attribution::{
-        AttributionError, Attributor, Mode, flow::packet_ends, process::ProcKey, table::SocketTable,
+        AttributionError, Attributor, Mode,
+        flow::{icmp_quoted, l3_payload, packet_ends},
+        process::ProcKey,
+        table::SocketTable,
     },
     capture::{Capture, CaptureConfig, CaptureError, StopHandle},
-    model::{AppRecord, Direction, InterfaceStats, Packet, SocketRecord},
+    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
     pcapng::{PcapngError, SectionInfo, Writer},
     probes::ProbeConfig,
 };
@@ -57,6 +60,7 @@ pub struct SensorConfig {
     pub workers: usize,
     /// How often new and changed application records are appended.
     pub app_interval: Duration,
+    pub rotation: Rotation,
     /// Keep only packets of these pids / comms (empty = all).
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
@@ -95,8 +99,17 @@ struct CaptureThreads {
 }
 
 pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, PipelineError> {
-    let mut attributor = Attributor::start(cfg.attribution, &ProbeConfig::default())?;
-    crate::probes::log_status(attributor.probe_status());
+    // Cheap checks first, so a typo costs nothing: interface names and the filter. Then
+    // the kernel programs, and only then the rings, so that every packet captured can be
+    // attributed; the output file is created last and so never left behind by a failed
+    // start.
+    for name in &cfg.interfaces {
+        let iface = crate::capture::iface::lookup(name)?;
+        if let Some(f) = &cfg.filter {
+            crate::capture::filter::check(f, iface.linktype)?;
+        }
+    }
+    let mut attributor = start_attribution(cfg.attribution)?;
     let mut captures = Vec::new();
     for (i, name) in cfg.interfaces.iter().enumerate() {
         let mut c = CaptureConfig::new(name);
@@ -106,26 +119,24 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         c.idb_index = i as u32;
         captures.push(Capture::open(&c, cfg.workers)?);
     }
-    let out_err = |source| PipelineError::Output {
-        path: cfg.output.clone(),
-        source,
-    };
-    let mut writer = Writer::create(&cfg.output, &SectionInfo::detect()).map_err(out_err)?;
-    let mut linktypes = Vec::new();
-    for c in &captures {
-        let info = c.info();
-        linktypes.push(u32::from(info.linktype));
-        writer.add_interface(&info).map_err(out_err)?;
-    }
+    let infos: Vec<InterfaceInfo> = captures.iter().map(Capture::info).collect();
+    let mut out = Output::create(cfg, &infos)?;
+    crate::probes::log_status(attributor.probe_status());
+    let loopback = infos
+        .iter()
+        // On loopback each packet has a local sender and a local receiver, and the capture
+        // keeps only the incoming copy: attribute it to its sender first.
+        .map(|i| crate::capture::iface::lookup(&i.name).is_ok_and(|i| i.is_loopback()))
+        .collect();
     let queue_dropped = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
     let threads = start_threads(&mut captures, tx, queue_dropped.clone())?;
     let started = Instant::now();
-    let start_ns = crate::sys::now_ns();
     let mut merge = Merge {
         sockets: HashMap::new(),
         summary: Summary::default(),
-        linktypes,
+        linktypes: infos.iter().map(|i| u32::from(i.linktype)).collect(),
+        loopback,
     };
     let mut queue: VecDeque<Batch> = VecDeque::new();
     let mut last_apps = Instant::now();
@@ -134,6 +145,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     loop {
         if !stopping
             && (stop.load(Ordering::Relaxed)
+                || out.finished
                 || cfg.duration.is_some_and(|d| started.elapsed() >= d)
                 || cfg.count.is_some_and(|c| merge.summary.written >= c))
         {
@@ -142,42 +154,34 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
                 s.stop();
             }
         }
-        match rx.recv_timeout(Duration::from_millis(20)) {
+        let disconnected = match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(b) => {
                 queue.push_back(b);
                 while let Ok(b) = rx.try_recv() {
                     queue.push_back(b);
                 }
+                false
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // All capture threads are done: tag and write what is left, then stop.
-                attributor.poll();
-                while let Some(b) = queue.pop_front() {
-                    merge
-                        .write_batch(&b, &mut attributor, &mut writer, cfg)
-                        .map_err(out_err)?;
-                }
-                break;
-            }
-        }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            // All capture threads are done: tag and write what is left, then stop.
+            Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        };
         attributor.poll();
         let horizon = crate::sys::now_ns().saturating_sub(MERGE_DELAY_NS);
-        while queue
-            .front()
-            .is_some_and(|b| stopping || b.pkts.last().is_none_or(|p| p.0 <= horizon))
-        {
-            if let Some(b) = queue.pop_front() {
-                merge
-                    .write_batch(&b, &mut attributor, &mut writer, cfg)
-                    .map_err(out_err)?;
+        while let Some(b) = queue.pop_front() {
+            if !(stopping || disconnected || b.pkts.last().is_none_or(|p| p.0 <= horizon)) {
+                queue.push_front(b);
+                break;
             }
+            merge.write_batch(&b, &mut attributor, &mut out, &captures, cfg)?;
+        }
+        if disconnected {
+            break;
         }
         if last_apps.elapsed() >= cfg.app_interval {
             last_apps = Instant::now();
             let apps = merge.apps(attributor.table());
-            writer.write_app_records(&apps, false).map_err(out_err)?;
-            writer.flush().map_err(out_err)?;
+            out.periodic(&apps)?;
         }
         merge.summary.queue_dropped = queue_dropped.load(Ordering::Relaxed);
         status.update(&merge.summary, &merge.apps_top(attributor.table()));
@@ -186,26 +190,11 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         let _ = t.join();
     }
     status.clear();
-    let end_ns = crate::sys::now_ns();
-    let apps = merge.apps(attributor.table());
-    writer.write_app_records(&apps, true).map_err(out_err)?;
     let qd = queue_dropped.load(Ordering::Relaxed);
-    for (i, c) in captures.iter().enumerate() {
-        let mut s: InterfaceStats = c.stats();
-        s.start_ns = start_ns;
-        s.end_ns = end_ns;
-        // Packets the writer could not take in time are lost in user space: count them
-        // with the OS drops so the file's statistics show every loss.
-        if i == 0 {
-            s.os_dropped += qd;
-        }
-        merge.summary.kernel_dropped += c.stats().os_dropped;
-        writer
-            .write_interface_stats(i as u32, &s)
-            .map_err(out_err)?;
-    }
-    writer.flush().map_err(out_err)?;
     merge.summary.queue_dropped = qd;
+    merge.summary.kernel_dropped = captures.iter().map(|c| c.stats().os_dropped).sum();
+    let apps = merge.apps(attributor.table());
+    out.close(&apps, &captures, qd)?;
     if let Some(k) = attributor.kernel_stats()
         && k.ringbuf_full > 0
     {
@@ -215,6 +204,211 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         );
     }
     Ok(merge.summary)
+}
+
+/// eBPF attribution, or procfs with a warning when the host has no cgroup v2.
+fn start_attribution(mode: Mode) -> Result<Attributor, PipelineError> {
+    match Attributor::start(mode, &ProbeConfig::default()) {
+        Err(AttributionError::Probes(crate::probes::ProbeError::NoCgroup2)) => {
+            log::warn!(
+                "no cgroup v2 hierarchy is mounted: falling back to procfs attribution, which \
+                 misses short-lived processes (mount cgroup2 to get eBPF attribution)"
+            );
+            Ok(Attributor::start(Mode::Procfs, &ProbeConfig::default())?)
+        }
+        r => Ok(r?),
+    }
+}
+
+/// File rotation, as tcpdump's -C/-G/-W.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rotation {
+    /// -C: start a new file once this many bytes are written.
+    pub max_bytes: Option<u64>,
+    /// -G: start a new file every this often.
+    pub every: Option<Duration>,
+    /// -W: with -C, keep this many files and overwrite the oldest (a ring of files); with
+    /// -G alone, stop after this many files.
+    pub max_files: Option<u32>,
+}
+
+impl Rotation {
+    pub fn enabled(&self) -> bool {
+        self.max_bytes.is_some() || self.every.is_some()
+    }
+}
+
+/// The output file(s). Each rotated file is complete on its own: section and interface
+/// blocks, the process entries of its packets, its own application records and interface
+/// statistics.
+struct Output {
+    base: PathBuf,
+    rotation: Rotation,
+    interfaces: Vec<InterfaceInfo>,
+    writer: Writer<std::fs::File>,
+    path: PathBuf,
+    /// Number of the current file (0 for the first).
+    seq: u32,
+    opened: Instant,
+    opened_ns: u64,
+    /// Capture counters at the start of the current file, per interface.
+    stats_base: Vec<InterfaceStats>,
+    queue_dropped_base: u64,
+    /// -G with -W reached its last file.
+    finished: bool,
+}
+
+impl Output {
+    fn create(cfg: &SensorConfig, interfaces: &[InterfaceInfo]) -> Result<Self, PipelineError> {
+        let base = cfg.output.clone();
+        let path = file_name(&base, 0, &cfg.rotation);
+        let writer = open_writer(&path, interfaces)?;
+        Ok(Self {
+            base,
+            rotation: cfg.rotation,
+            interfaces: interfaces.to_vec(),
+            writer,
+            path,
+            seq: 0,
+            opened: Instant::now(),
+            opened_ns: crate::sys::now_ns(),
+            stats_base: vec![InterfaceStats::default(); interfaces.len()],
+            queue_dropped_base: 0,
+            finished: false,
+        })
+    }
+
+    fn err(&self, source: PcapngError) -> PipelineError {
+        PipelineError::Output {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.rotation
+            .max_bytes
+            .is_some_and(|m| self.writer.bytes_written() >= m)
+            || self
+                .rotation
+                .every
+                .is_some_and(|e| self.opened.elapsed() >= e)
+    }
+
+    fn periodic(&mut self, apps: &[AppRecord]) -> Result<(), PipelineError> {
+        self.writer
+            .write_app_changes(apps)
+            .map_err(|e| self.err(e))?;
+        self.writer.flush().map_err(|e| self.err(e))
+    }
+
+    /// Final application table and statistics of the current file.
+    fn finish_file(
+        &mut self,
+        apps: &[AppRecord],
+        captures: &[Capture],
+        queue_dropped: u64,
+    ) -> Result<(), PipelineError> {
+        self.writer
+            .write_app_records(apps, true)
+            .map_err(|e| self.err(e))?;
+        let end_ns = crate::sys::now_ns();
+        for (i, c) in captures.iter().enumerate() {
+            let now = c.stats();
+            let base = self.stats_base.get(i).copied().unwrap_or_default();
+            let mut s = InterfaceStats {
+                start_ns: self.opened_ns,
+                end_ns,
+                received: now.received.saturating_sub(base.received),
+                if_dropped: now.if_dropped.saturating_sub(base.if_dropped),
+                os_dropped: now.os_dropped.saturating_sub(base.os_dropped),
+                delivered: now.delivered.saturating_sub(base.delivered),
+                filter_accepted: now.filter_accepted.saturating_sub(base.filter_accepted),
+            };
+            // Packets apptag itself could not take in time are a loss too: the file's
+            // statistics must show every loss.
+            if i == 0 {
+                s.os_dropped += queue_dropped.saturating_sub(self.queue_dropped_base);
+            }
+            if let Some(b) = self.stats_base.get_mut(i) {
+                *b = now;
+            }
+            self.writer
+                .write_interface_stats(i as u32, &s)
+                .map_err(|e| self.err(e))?;
+        }
+        self.queue_dropped_base = queue_dropped;
+        self.writer.flush().map_err(|e| self.err(e))
+    }
+
+    /// Closes the current file and opens the next. Returns false when -G/-W says stop.
+    fn rotate(
+        &mut self,
+        apps: &[AppRecord],
+        captures: &[Capture],
+        queue_dropped: u64,
+    ) -> Result<bool, PipelineError> {
+        self.finish_file(apps, captures, queue_dropped)?;
+        let next = self.seq + 1;
+        if self.rotation.max_bytes.is_none() && self.rotation.max_files.is_some_and(|w| next >= w) {
+            self.finished = true;
+            return Ok(false);
+        }
+        let path = file_name(&self.base, next, &self.rotation);
+        self.writer = open_writer(&path, &self.interfaces)?;
+        log::info!("rotated to {}", path.display());
+        self.path = path;
+        self.seq = next;
+        self.opened = Instant::now();
+        self.opened_ns = crate::sys::now_ns();
+        Ok(true)
+    }
+
+    fn close(
+        mut self,
+        apps: &[AppRecord],
+        captures: &[Capture],
+        queue_dropped: u64,
+    ) -> Result<(), PipelineError> {
+        self.finish_file(apps, captures, queue_dropped)
+    }
+}
+
+fn open_writer(
+    path: &std::path::Path,
+    interfaces: &[InterfaceInfo],
+) -> Result<Writer<std::fs::File>, PipelineError> {
+    let err = |source| PipelineError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut w = Writer::create(path, &SectionInfo::detect()).map_err(err)?;
+    for i in interfaces {
+        w.add_interface(i).map_err(err)?;
+    }
+    Ok(w)
+}
+
+/// out.pcapng, then out.1.pcapng, out.2.pcapng ... With -C and -W the files form a ring
+/// numbered out.0.pcapng .. out.(W-1).pcapng.
+pub fn file_name(base: &std::path::Path, seq: u32, rotation: &Rotation) -> PathBuf {
+    let ring = rotation.max_bytes.is_some() && rotation.max_files.is_some();
+    let n = match rotation.max_files {
+        Some(w) if ring && w > 0 => seq % w,
+        _ => seq,
+    };
+    if !rotation.enabled() || (!ring && n == 0) {
+        return base.to_path_buf();
+    }
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match base.extension() {
+        Some(ext) => format!("{stem}.{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{n}"),
+    };
+    base.with_file_name(name)
 }
 
 fn start_threads(
@@ -277,6 +471,7 @@ struct Merge {
     sockets: HashMap<u64, (SocketRecord, ProcKey)>,
     summary: Summary,
     linktypes: Vec<u32>,
+    loopback: Vec<bool>,
 }
 
 impl Merge {
@@ -284,13 +479,28 @@ impl Merge {
         &mut self,
         b: &Batch,
         a: &mut Attributor,
-        w: &mut Writer<std::fs::File>,
+        out: &mut Output,
+        captures: &[Capture],
         cfg: &SensorConfig,
-    ) -> Result<(), PcapngError> {
+    ) -> Result<(), PipelineError> {
         let linktype = self.linktypes.get(b.iface as usize).copied().unwrap_or(1);
+        let loopback = self
+            .loopback
+            .get(b.iface as usize)
+            .copied()
+            .unwrap_or(false);
         for &(ts, orig_len, off, len, direction) in &b.pkts {
-            if cfg.count.is_some_and(|c| self.summary.written >= c) {
+            if out.finished || cfg.count.is_some_and(|c| self.summary.written >= c) {
                 return Ok(());
+            }
+            if out.due() {
+                let apps = self.apps(a.table());
+                let qd = self.summary.queue_dropped;
+                // The next file describes only its own packets.
+                self.sockets.clear();
+                if !out.rotate(&apps, captures, qd)? {
+                    return Ok(());
+                }
             }
             self.summary.captured += 1;
             let data = b
@@ -298,7 +508,19 @@ impl Merge {
                 .get(off as usize..(off + len) as usize)
                 .unwrap_or(&[]);
             let ends = packet_ends(linktype, data);
-            let tag = ends.and_then(|e| a.tag(&e, direction, ts));
+            let lookup_dir = if loopback {
+                Direction::Unknown
+            } else {
+                direction
+            };
+            let mut tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
+            if tag.is_none()
+                && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
+                && let Some(quoted) = l3_payload(linktype, data).and_then(icmp_quoted)
+            {
+                // An ICMP error belongs to the socket that sent the datagram it quotes.
+                tag = a.table().lookup(&quoted, Direction::Outbound, ts);
+            }
             if let Some(t) = &tag {
                 let info = a.table().processes().get(t.proc);
                 if !cfg.pids.is_empty() && !cfg.pids.contains(&t.pid) {
@@ -308,9 +530,9 @@ impl Merge {
                     continue;
                 }
                 if let Some(p) = info
-                    && !w.knows_process(p.pid, p.start_ns)
+                    && !out.writer.knows_process(p.pid, p.start_ns)
                 {
-                    w.write_process(p)?;
+                    out.writer.write_process(p).map_err(|e| out.err(e))?;
                 }
                 // The tagged socket sent this packet if it is the packet's source.
                 let sent = ends
@@ -320,15 +542,17 @@ impl Merge {
             } else if !cfg.pids.is_empty() || !cfg.comms.is_empty() {
                 continue;
             }
-            w.write_packet(&Packet {
-                ts_ns: ts,
-                interface: b.iface,
-                orig_len,
-                data,
-                direction,
-                pid: tag.map_or(0, |t| t.pid),
-                tid: tag.map_or(0, |t| t.tid),
-            })?;
+            out.writer
+                .write_packet(&Packet {
+                    ts_ns: ts,
+                    interface: b.iface,
+                    orig_len,
+                    data,
+                    direction,
+                    pid: tag.map_or(0, |t| t.pid),
+                    tid: tag.map_or(0, |t| t.tid),
+                })
+                .map_err(|e| out.err(e))?;
             self.summary.written += 1;
             self.summary.bytes += u64::from(orig_len);
         }
@@ -464,9 +688,40 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_file_names() {
+        let base = std::path::Path::new("/tmp/out.pcapng");
+        let none = Rotation::default();
+        assert_eq!(file_name(base, 0, &none), base);
+        let size = Rotation {
+            max_bytes: Some(1),
+            ..Rotation::default()
+        };
+        assert_eq!(file_name(base, 0, &size), base);
+        assert_eq!(
+            file_name(base, 2, &size).to_str(),
+            Some("/tmp/out.2.pcapng")
+        );
+        let ring = Rotation {
+            max_bytes: Some(1),
+            max_files: Some(3),
+            ..Rotation::default()
+        };
+        assert_eq!(
+            file_name(base, 0, &ring).to_str(),
+            Some("/tmp/out.0.pcapng")
+        );
+        assert_eq!(
+            file_name(base, 4, &ring).to_str(),
+            Some("/tmp/out.1.pcapng")
+        );
+    }
+
     #[test]
     fn civil_time_matches_date() {
-        // 2026-11-22T14:13:48Z, as `date -u -d @1795357628` prints it.
-        assert_eq!(super::civil(1_795_357_628), (2026, 11, 22, 14, 27, 8));
+        // As `date -u -d @1795357628` prints it: 2026-11-22T14:27:08Z.
+        assert_eq!(civil(1_795_357_628), (2026, 11, 22, 14, 27, 8));
     }
 }

@@ -161,6 +161,11 @@ pub const LINKTYPE_LINUX_SLL2: u32 = 276;
 /// Finds the IP 5-tuple of a captured frame. Only as much parsing as attribution needs; it
 /// runs on every packet, so it never allocates.
 pub fn packet_ends(linktype: u32, frame: &[u8]) -> Option<PacketEnds> {
+    ip_ends(l3_payload(linktype, frame)?)
+}
+
+/// The network-layer (IPv4/IPv6) bytes of a frame; None for other protocols.
+pub fn l3_payload(linktype: u32, frame: &[u8]) -> Option<&[u8]> {
     let (ethertype, l3) = match linktype {
         LINKTYPE_ETHERNET => {
             let mut et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
@@ -196,11 +201,46 @@ pub fn packet_ends(linktype: u32, frame: &[u8]) -> Option<PacketEnds> {
         }
         _ => return None,
     };
-    match ethertype {
-        0x0800 => ipv4(l3),
-        0x86dd => ipv6(l3),
+    matches!(ethertype, 0x0800 | 0x86dd).then_some(l3)
+}
+
+fn ip_ends(l3: &[u8]) -> Option<PacketEnds> {
+    match l3.first()? >> 4 {
+        4 => ipv4(l3),
+        6 => ipv6(l3),
         _ => None,
     }
+}
+
+/// An ICMP error (destination unreachable, time exceeded, parameter problem, packet too
+/// big) quotes the header of the datagram that caused it; that datagram's sender is the
+/// local socket the error belongs to.
+pub fn icmp_quoted(l3: &[u8]) -> Option<PacketEnds> {
+    let quoted = match l3.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(l3[0] & 0x0f) * 4;
+            if *l3.get(9)? != 1 {
+                return None;
+            }
+            let icmp = l3.get(ihl..)?;
+            if !matches!(icmp.first()?, 3 | 11 | 12) {
+                return None;
+            }
+            icmp.get(8..)?
+        }
+        6 => {
+            if *l3.get(6)? != 58 {
+                return None;
+            }
+            let icmp = l3.get(40..)?;
+            if !matches!(icmp.first()?, 1..=4) {
+                return None;
+            }
+            icmp.get(8..)?
+        }
+        _ => return None,
+    };
+    ip_ends(quoted)
 }
 
 fn ports(proto: u8, l4: &[u8]) -> (u16, u16) {
@@ -290,6 +330,28 @@ mod tests {
             Addr::from_ip(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)))
         );
         assert!(Addr::from_v4([0; 4]).is_unspecified());
+    }
+
+    #[test]
+    fn icmp_port_unreachable_quotes_the_udp_sender() {
+        // Outer IPv4/ICMP type 3 quoting IPv4/UDP 127.0.0.1:4000 -> 127.0.0.9:53.
+        let mut inner = vec![0u8; 28];
+        inner[0] = 0x45;
+        inner[9] = 17;
+        inner[12..16].copy_from_slice(&[127, 0, 0, 1]);
+        inner[16..20].copy_from_slice(&[127, 0, 0, 9]);
+        inner[20..22].copy_from_slice(&4000u16.to_be_bytes());
+        inner[22..24].copy_from_slice(&53u16.to_be_bytes());
+        let mut outer = vec![0u8; 20 + 8];
+        outer[0] = 0x45;
+        outer[9] = 1;
+        outer[20] = 3;
+        outer.extend_from_slice(&inner);
+        let q = icmp_quoted(&outer).expect("quoted datagram");
+        assert_eq!((q.src_port, q.dst_port, q.protocol), (4000, 53, 17));
+        // An echo request quotes nothing.
+        outer[20] = 8;
+        assert!(icmp_quoted(&outer).is_none());
     }
 
     #[test]

@@ -12,9 +12,15 @@ pub mod table;
 pub mod watch;
 
 use std::{
-    sync::mpsc::{self, Receiver, Sender},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, Sender},
+    },
     time::{Duration, Instant},
 };
+
+use apptag_common::SockEvent;
 
 pub use flow::{Addr, PacketEnds, Tuple};
 pub use table::{SockInfo, SocketTable, Tag};
@@ -49,7 +55,8 @@ pub struct Attributor {
     mode: Mode,
     table: SocketTable,
     probes: Option<Probes>,
-    events: Option<EventStream>,
+    events: Option<Receiver<Vec<SockEvent>>>,
+    events_stop: Arc<AtomicBool>,
     fallback_tx: Sender<()>,
     fallback_rx: Receiver<Vec<(sockdiag::DiagSocket, Option<u32>)>>,
     fallback_pending: bool,
@@ -62,11 +69,20 @@ impl Attributor {
     /// Attaches the probes (eBPF mode) and seeds the table with the sockets that exist now.
     pub fn start(mode: Mode, probe_config: &ProbeConfig) -> Result<Self, AttributionError> {
         let clock = BootClock::new();
+        let events_stop = Arc::new(AtomicBool::new(false));
+        let prefetch = process::Prefetch::default();
         let (probes, events) = match mode {
             Mode::Ebpf => {
                 let mut p = Probes::attach(probe_config)?;
-                let ev = p.events()?;
-                (Some(p), Some(ev))
+                let stream = p.events()?;
+                let (tx, rx) = mpsc::channel();
+                let stop = events_stop.clone();
+                let pf = prefetch.clone();
+                std::thread::Builder::new()
+                    .name("apptag-events".into())
+                    .spawn(move || event_loop(stream, tx, pf, stop))
+                    .map_err(AttributionError::Thread)?;
+                (Some(p), Some(rx))
             }
             Mode::Procfs => (None, None),
         };
@@ -84,9 +100,10 @@ impl Attributor {
             .map_err(AttributionError::Thread)?;
         let mut a = Self {
             mode,
-            table: SocketTable::new(clock),
+            table: SocketTable::with_prefetch(clock, prefetch),
             probes,
             events,
+            events_stop,
             fallback_tx: req_tx,
             fallback_rx: res_rx,
             fallback_pending: false,
@@ -125,9 +142,13 @@ impl Attributor {
     /// tagging packets captured up to now.
     pub fn poll(&mut self) -> usize {
         let mut n = 0;
-        if let Some(ev) = self.events.as_mut() {
-            let table = &mut self.table;
-            n += ev.drain(|e| table.apply(e));
+        if let Some(rx) = &self.events {
+            while let Ok(batch) = rx.try_recv() {
+                for e in &batch {
+                    self.table.apply(e);
+                }
+                n += batch.len();
+            }
         }
         while let Ok(found) = self.fallback_rx.try_recv() {
             self.fallback_pending = false;
@@ -145,14 +166,9 @@ impl Attributor {
         n
     }
 
-    /// Waits up to `timeout_ms` for kernel events.
+    /// Waits up to `timeout_ms` (for callers that have nothing else to wait on).
     pub fn wait(&self, timeout_ms: i32) {
-        match &self.events {
-            Some(ev) => {
-                ev.wait(timeout_ms);
-            }
-            None => std::thread::sleep(Duration::from_millis(timeout_ms.max(0) as u64)),
-        }
+        std::thread::sleep(Duration::from_millis(timeout_ms.max(0) as u64));
     }
 
     /// Tags one packet. A miss asks the fallback thread to rescan (at most one request in
@@ -189,6 +205,37 @@ impl Attributor {
 
     pub fn kernel_stats(&self) -> Option<KernelStats> {
         self.probes.as_ref().and_then(|p| p.kernel_stats().ok())
+    }
+}
+
+impl Drop for Attributor {
+    fn drop(&mut self) {
+        self.events_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads the kernel's event ring as soon as it has data, reads /proc for every process it
+/// has not seen yet while that process is most likely still alive (a short-lived client
+/// is gone a few milliseconds later), and hands the events to the merge thread.
+fn event_loop(
+    mut stream: EventStream,
+    tx: Sender<Vec<SockEvent>>,
+    prefetch: process::Prefetch,
+    stop: Arc<AtomicBool>,
+) {
+    let clock = BootClock::new();
+    while !stop.load(Ordering::Relaxed) {
+        stream.wait(50);
+        let mut batch = Vec::new();
+        stream.drain(|e| {
+            if e.task_valid == 1 {
+                prefetch.observe(e.pid, &table::comm_str(&e.comm), clock);
+            }
+            batch.push(*e);
+        });
+        if !batch.is_empty() && tx.send(batch).is_err() {
+            return;
+        }
     }
 }
 

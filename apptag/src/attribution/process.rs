@@ -1,9 +1,49 @@
 //! What we know about processes: read from /proc once per process, kept after the process
 //! exits, and keyed by (pid, start time) so a reused pid is never confused with the old
 //! process.
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use crate::{model::ProcessInfo, sys::BootClock};
+
+/// Process details read from /proc by the event thread the moment a new (pid, comm) shows
+/// up, before the merge thread gets to it (by then a short-lived process is often gone).
+#[derive(Clone, Default)]
+pub struct Prefetch(Arc<Mutex<HashMap<u32, ProcessInfo>>>);
+
+impl Prefetch {
+    /// Reads /proc/PID unless the same process (pid and name) is already cached.
+    pub fn observe(&self, pid: u32, comm: &str, clock: BootClock) {
+        let known = self
+            .0
+            .lock()
+            .is_ok_and(|m| m.get(&pid).is_some_and(|p| p.name == comm));
+        if known {
+            return;
+        }
+        if let Some(info) = read_proc(pid, clock.boot_epoch_ns(), crate::sys::clk_tck())
+            && info.name == comm
+            && let Ok(mut m) = self.0.lock()
+        {
+            // Bounded: a host that forks constantly must not grow this forever.
+            if m.len() > 65_536 {
+                m.clear();
+            }
+            m.insert(pid, info);
+        }
+    }
+
+    fn get(&self, pid: u32, comm: &str) -> Option<ProcessInfo> {
+        self.0
+            .lock()
+            .ok()?
+            .get(&pid)
+            .filter(|p| p.name == comm)
+            .cloned()
+    }
+}
 
 /// Process identity that survives pid reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,15 +59,21 @@ pub struct ProcessTable {
     clock: Option<BootClock>,
     boot_ns: u64,
     tck: u64,
+    prefetch: Prefetch,
 }
 
 impl ProcessTable {
     pub fn new(clock: BootClock) -> Self {
+        Self::with_prefetch(clock, Prefetch::default())
+    }
+
+    pub fn with_prefetch(clock: BootClock, prefetch: Prefetch) -> Self {
         Self {
             by_pid: HashMap::new(),
             clock: Some(clock),
             boot_ns: clock.boot_epoch_ns(),
             tck: crate::sys::clk_tck(),
+            prefetch,
         }
     }
 
@@ -45,7 +91,11 @@ impl ProcessTable {
             };
         }
         // New pid, a pid reused by another program, or an exec (comm changed).
-        let mut info = read_proc(pid, self.boot_ns, self.tck).unwrap_or_default();
+        let mut info = self
+            .prefetch
+            .get(pid, comm)
+            .or_else(|| read_proc(pid, self.boot_ns, self.tck))
+            .unwrap_or_default();
         if info.pid == 0 || (!comm.is_empty() && info.name != comm) {
             // Gone already (or reused between event and look-up): keep what the kernel told us.
             info = ProcessInfo {

@@ -4,7 +4,10 @@
 //! Every index entry carries the time it became true, so a port reused by another process
 //! later never inherits the old tag: a packet is matched to the newest socket that existed
 //! at the packet's time.
-use std::collections::HashMap;
+// Looked up for every packet: FxHash is several times faster than SipHash on these small
+// fixed-size keys, and the keys are not attacker-chosen in a way that matters here (an
+// attacker controls at most the remote half of a tuple).
+use rustc_hash::FxHashMap as HashMap;
 
 use apptag_common::{SockEvent, kind};
 use serde::Serialize;
@@ -117,11 +120,16 @@ pub struct SocketTable {
 
 impl SocketTable {
     pub fn new(clock: BootClock) -> Self {
+        Self::with_prefetch(clock, super::process::Prefetch::default())
+    }
+
+    /// A table whose process look-ups first consult what the event thread read from /proc.
+    pub fn with_prefetch(clock: BootClock, prefetch: super::process::Prefetch) -> Self {
         Self {
-            socks: HashMap::new(),
-            tuples: HashMap::new(),
-            locals: HashMap::new(),
-            procs: ProcessTable::new(clock),
+            socks: HashMap::default(),
+            tuples: HashMap::default(),
+            locals: HashMap::default(),
+            procs: ProcessTable::with_prefetch(clock, prefetch),
             clock,
             fresh: Vec::new(),
         }
@@ -302,16 +310,31 @@ impl SocketTable {
         }
     }
 
-    /// Finds the socket and task behind a packet. `dir` is the capture's direction;
-    /// with `Unknown` (loopback) the sender is tried first, then the receiver.
+    /// Finds the socket and task behind a packet. `dir` is the capture's direction: the
+    /// socket at the local end of that direction is tried first (with its bound address and
+    /// wildcard fallbacks), then the exact 5-tuple of the other end, which is also local
+    /// when traffic runs between network namespaces of this host. With `Unknown` (loopback)
+    /// the sender is tried first, then the receiver.
     pub fn lookup(&self, ends: &PacketEnds, dir: Direction, ts: u64) -> Option<Tag> {
+        let (sender, receiver) = (ends.as_sender(), ends.as_receiver());
         match dir {
-            Direction::Outbound => self.lookup_tuple(&ends.as_sender(), ts),
-            Direction::Inbound => self.lookup_tuple(&ends.as_receiver(), ts),
+            Direction::Outbound => self
+                .lookup_tuple(&sender, ts)
+                .or_else(|| self.lookup_exact(&receiver, ts)),
+            Direction::Inbound => self
+                .lookup_tuple(&receiver, ts)
+                .or_else(|| self.lookup_exact(&sender, ts)),
             Direction::Unknown => self
-                .lookup_tuple(&ends.as_sender(), ts)
-                .or_else(|| self.lookup_tuple(&ends.as_receiver(), ts)),
+                .lookup_tuple(&sender, ts)
+                .or_else(|| self.lookup_tuple(&receiver, ts)),
         }
+    }
+
+    /// Only the exact 5-tuple: a bound-address match on the far end of a packet would name
+    /// a local socket for a remote host's port.
+    fn lookup_exact(&self, t: &Tuple, ts: u64) -> Option<Tag> {
+        let cookie = self.pick(self.tuples.get(t), ts)?;
+        self.tag_for(cookie, t, ts)
     }
 
     /// Looks up one orientation: exact 5-tuple, then the bound local address, then the
@@ -322,6 +345,11 @@ impl SocketTable {
             .pick(self.tuples.get(t), ts)
             .or_else(|| self.pick(self.locals.get(&local), ts))
             .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts))?;
+        self.tag_for(cookie, t, ts)
+    }
+
+    fn tag_for(&self, cookie: u64, t: &Tuple, ts: u64) -> Option<Tag> {
+        let local = t.local_key();
         let sock = self.socks.get(&cookie)?;
         let owner = match sock.owner_at(ts) {
             Some(o) => *o,

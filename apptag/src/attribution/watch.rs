@@ -13,7 +13,7 @@ use std::{
 use serde::Serialize;
 
 use super::{Attributor, Mode, SockInfo};
-use crate::{model::Provenance, probes::ProbeConfig};
+use crate::probes::ProbeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -43,15 +43,6 @@ pub struct SocketLine {
     pub closed: bool,
 }
 
-pub fn provenance_name(p: Provenance) -> String {
-    match p {
-        Provenance::Hook(h) => apptag_common::hook::name(h).to_string(),
-        Provenance::SockDiag => "sock_diag".into(),
-        Provenance::Procfs => "procfs".into(),
-        Provenance::Unknown => "unknown".into(),
-    }
-}
-
 fn line(a: &Attributor, s: &SockInfo) -> Option<SocketLine> {
     let o = s.owners.first()?;
     let p = a.table().processes().get(o.proc);
@@ -78,7 +69,7 @@ fn line(a: &Attributor, s: &SockInfo) -> Option<SocketLine> {
         protocol: crate::model::proto::name(s.protocol),
         local: fmt(s.local, s.local_port),
         remote: fmt(s.remote, s.remote_port),
-        provenance: provenance_name(o.provenance),
+        provenance: o.provenance.to_string(),
         attributed_ns: o.since_ns,
         closed: s.closed_ns.is_some(),
     })

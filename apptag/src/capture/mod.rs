@@ -19,8 +19,8 @@
 //! stop.stop();
 //! # Ok::<(), apptag::capture::CaptureError>(())
 //! ```
-mod filter;
-mod iface;
+pub mod filter;
+pub mod iface;
 mod ring;
 
 use std::{

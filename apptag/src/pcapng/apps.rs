@@ -120,7 +120,7 @@ pub fn print(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), PcapngE
             for s in &app.sockets {
                 writeln!(
                     out,
-                    "  {:<7} {:<40} {:<40} {:>8} {:>8} {:>10} {:>10} {:<12} {:<12} {:>7} {:?}",
+                    "  {:<7} {:<40} {:<40} {:>8} {:>8} {:>10} {:>10} {:<12} {:<12} {:>7} {}",
                     proto::name(s.protocol),
                     endpoint(&s.local_addr, s.local_port),
                     endpoint(&s.remote_addr, s.remote_port),
