@@ -75,11 +75,6 @@ struct CaptureArgs {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Which applications used the network in a capture: how much, with whom and when.
-    Report(apptag::report::cli::ReportArgs),
-    /// Write one application's packets (with its process and application records) to a new
-    /// pcapng file.
-    Extract(apptag::report::cli::ExtractArgs),
     /// Attach the probes and print every socket seen while running, with its process and
     /// how it was attributed (one line each; JSON lines with --json). Needs root.
     Sockets {
@@ -104,6 +99,9 @@ enum Cmd {
     },
     /// Which applications used the network in a capture: how much, with whom and when.
     Report(apptag::report::cli::ReportArgs),
+    /// Write one application's packets (with its process and application records) to a new
+    /// pcapng file.
+    Extract(apptag::report::cli::ExtractArgs),
 }
 
 /// Ctrl-C and SIGTERM set the flag; the command then finishes cleanly.
