@@ -495,7 +495,6 @@ impl Aggregator {
         let d = dissect::dissect(linktype, p.data);
         let len = u64::from(p.orig_len);
         let ts = p.ts_ns;
-        self.totals.add(ts, len, p.direction == Direction::Outbound);
         if !d.is_ip() {
             self.non_ip_packets += 1;
             let out = p.direction == Direction::Outbound;
@@ -529,7 +528,10 @@ impl Aggregator {
             other => other,
         };
         let Some(flow) = self.flows.get(flow_idx) else {
-            return (self.unattributed_line(Reason::NoSocket), 0);
+            // Not reached: flow_for always returns an existing flow.
+            let line = self.unattributed_line(Reason::NoSocket);
+            self.account_line(line, 0, ts, len, false);
+            return (line, 0);
         };
         let src_is_a = if flow.key.a != flow.key.b {
             flow.key.a == src
@@ -566,6 +568,7 @@ impl Aggregator {
             _ => decided,
         };
         let Some(flow) = self.flows.get_mut(flow_idx) else {
+            self.account_line(line, pid, ts, len, decided == Direction::Outbound);
             return (line, pid);
         };
         let out = match decided {
@@ -667,6 +670,7 @@ impl Aggregator {
 
     #[inline(always)]
     fn account_line(&mut self, line: LineId, pid: u32, ts: u64, len: u64, out: bool) {
+        self.totals.add(ts, len, out);
         if let Some(l) = self.lines.get_mut(line as usize) {
             l.counters.add(ts, len, out);
             if pid != 0 {
