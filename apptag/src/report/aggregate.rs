@@ -990,6 +990,53 @@ mod tests {
     }
 
     #[test]
+    fn loopback_direction_comes_from_the_tagged_process_sockets() {
+        let lo = [127, 0, 0, 1];
+        let mut meta = Metadata::default();
+        meta.add_apps(vec![
+            app(
+                "curl",
+                &[100],
+                vec![socket("127.0.0.1", 40000, "127.0.0.1", 8000, 0, 0, 100)],
+            ),
+            app(
+                "server",
+                &[200],
+                vec![socket("0.0.0.0", 8000, "0.0.0.0", 0, 0, 0, 200)],
+            ),
+        ]);
+        let mut agg = Aggregator::new(meta);
+        agg.interface(dissect::linktype::ETHERNET);
+        let req = tcp_frame(lo, 40000, lo, 8000);
+        let resp = tcp_frame(lo, 8000, lo, 40000);
+        // The loopback capture calls everything inbound; each packet is tagged with its
+        // sender.
+        agg.packet(&packet(&req, 2000, 100, Direction::Inbound));
+        agg.packet(&packet(&resp, 2001, 200, Direction::Inbound));
+        // Untagged: the sender's socket takes it.
+        agg.packet(&packet(&resp, 2002, 0, Direction::Inbound));
+        let curl = line_of(&agg, "curl");
+        assert_eq!((curl.packets_out, curl.packets_in), (1, 0));
+        let server = line_of(&agg, "server");
+        assert_eq!((server.packets_out, server.packets_in), (2, 0));
+        // Each application's remote end is the other one's port.
+        let flow = &agg.flows[0];
+        for acc in &flow.accounts {
+            let local_port = if acc.a_is_local == Some(true) {
+                flow.key.a_port
+            } else {
+                flow.key.b_port
+            };
+            let name = match &agg.lines[acc.line as usize].kind {
+                LineKind::App(a) => a.name.as_str(),
+                LineKind::Unattributed(_) => "",
+            };
+            let want = if name == "curl" { 40000 } else { 8000 };
+            assert_eq!(local_port, want, "{name}");
+        }
+    }
+
+    #[test]
     fn unknown_pid_becomes_its_own_application() {
         let mut agg = Aggregator::new(Metadata::default());
         agg.interface(dissect::linktype::ETHERNET);
