@@ -235,14 +235,62 @@ impl Sock {
     }
 }
 
+/// Bytes per bin of one line, stored from its first active bin on, so a short-lived
+/// process costs a few bins however long the capture.
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    /// Index of the first stored bin.
+    pub start: usize,
+    pub bins: Vec<u64>,
+}
+
+impl Series {
+    #[inline(always)]
+    fn add(&mut self, idx: usize, len: u64) {
+        if self.bins.is_empty() {
+            self.start = idx;
+        } else if idx < self.start {
+            // Out-of-order timestamps: grow to the left.
+            let grow = self.start - idx;
+            self.bins.splice(0..0, std::iter::repeat_n(0, grow));
+            self.start = idx;
+        }
+        let i = idx - self.start;
+        if self.bins.len() <= i {
+            self.bins.resize(i + 1, 0);
+        }
+        self.bins[i] += len;
+    }
+
+    /// Merges groups of `f` bins (aligned on absolute bin numbers).
+    fn coarsen(&mut self, f: usize) {
+        if self.bins.is_empty() {
+            return;
+        }
+        let new_start = self.start / f;
+        let end = (self.start + self.bins.len() - 1) / f;
+        let mut out = vec![0u64; end - new_start + 1];
+        for (i, b) in self.bins.iter().enumerate() {
+            out[(self.start + i) / f - new_start] += b;
+        }
+        self.start = new_start;
+        self.bins = out;
+    }
+
+    /// One past the last bin.
+    pub fn end(&self) -> usize {
+        self.start + self.bins.len()
+    }
+}
+
 /// Traffic volume per line over time, in bins that widen by ten whenever the capture
 /// outgrows [`Timeline::MAX_BINS`], so it stays small for any duration.
 #[derive(Clone, Debug, Default)]
 pub struct Timeline {
     pub origin_ns: u64,
     pub bin_ns: u64,
-    /// Bytes per bin, one vector per line (shorter vectors are zero past their end).
-    pub bytes: Vec<Vec<u64>>,
+    /// One series per line.
+    pub bytes: Vec<Series>,
     started: bool,
 }
 
@@ -264,19 +312,15 @@ impl Timeline {
         }
         let l = line as usize;
         if self.bytes.len() <= l {
-            self.bytes.resize_with(l + 1, Vec::new);
+            self.bytes.resize_with(l + 1, Series::default);
         }
-        let v = &mut self.bytes[l];
-        if v.len() <= idx {
-            v.resize(idx + 1, 0);
-        }
-        v[idx] += len;
+        self.bytes[l].add(idx, len);
     }
 
     fn coarsen(&mut self) {
         self.bin_ns *= 10;
-        for v in &mut self.bytes {
-            *v = v.chunks(10).map(|c| c.iter().sum()).collect();
+        for s in &mut self.bytes {
+            s.coarsen(10);
         }
     }
 }
@@ -1050,8 +1094,16 @@ mod tests {
         let mut t = Timeline::default();
         for i in 0..100_000u64 {
             t.add(0, i * 10_000_000, 1);
+            // A short-lived line late in the capture stores only its own bins.
+            if i > 99_990 {
+                t.add(1, i * 10_000_000, 2);
+            }
         }
-        assert!(t.bytes[0].len() <= Timeline::MAX_BINS);
-        assert_eq!(t.bytes[0].iter().sum::<u64>(), 100_000);
+        // An out-of-order packet before the line's first bin.
+        t.add(1, 999_800_000_000, 5);
+        assert!(t.bytes[0].end() <= Timeline::MAX_BINS);
+        assert_eq!(t.bytes[0].bins.iter().sum::<u64>(), 100_000);
+        assert!(t.bytes[1].bins.len() <= 2, "{:?}", t.bytes[1]);
+        assert_eq!(t.bytes[1].bins.iter().sum::<u64>(), 9 * 2 + 5);
     }
 }

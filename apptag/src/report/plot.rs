@@ -150,7 +150,7 @@ fn duration_label(ns: u64) -> String {
 
 fn bands(report: &Report) -> (Vec<Band>, u64, usize) {
     let tl = &report.timeline;
-    let stored = tl.bytes.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let stored = tl.bytes.iter().map(|s| s.end()).max().unwrap_or(0).max(1);
     // Merge stored bins by 1, 2, 5, 10, 20, 50... so the drawn width stays a round number.
     let mut factor = 1usize;
     let steps = [2usize, 5, 10];
@@ -164,10 +164,12 @@ fn bands(report: &Report) -> (Vec<Band>, u64, usize) {
         }
     }
     let nbins = stored.div_ceil(factor);
-    let merge = |v: &Vec<u64>| -> Vec<u64> {
+    let merge = |s: &super::aggregate::Series| -> Vec<u64> {
         let mut out = vec![0u64; nbins];
-        for (j, b) in v.iter().enumerate() {
-            out[j / factor] += b;
+        for (j, b) in s.bins.iter().enumerate() {
+            if let Some(o) = out.get_mut((s.start + j) / factor) {
+                *o += b;
+            }
         }
         out
     };

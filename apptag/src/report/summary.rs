@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::model::proto;
 
 use super::{
-    aggregate::{Aggregator, Counters, LineId, LineKind},
+    aggregate::{Aggregator, Counters, LineId, LineKind, Series},
     source::Format,
 };
 
@@ -166,7 +166,7 @@ pub struct Timeline {
     pub origin_ns: u64,
     pub bin_ns: u64,
     /// Indexed by [`Application::line`].
-    pub bytes: Vec<Vec<u64>>,
+    pub bytes: Vec<Series>,
 }
 
 #[derive(Default)]
