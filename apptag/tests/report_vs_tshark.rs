@@ -680,3 +680,33 @@ fn tls_sni_matches_tshark() {
     assert_eq!(services, BTreeSet::from(["tls"]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Plain pcapng from Wireshark's tools (no process information) reports like the pcap it
+/// came from.
+#[test]
+fn editcap_pcapng_reports_like_the_pcap() {
+    let dir = std::env::temp_dir().join(format!("apptag-report-ng-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in captures() {
+        let ng = dir.join("x.pcapng");
+        let st = Command::new("editcap")
+            .args(["-F", "pcapng"])
+            .arg(&file)
+            .arg(&ng)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let a = report(&file);
+        let b = report(&ng);
+        assert_eq!(b.format, apptag::report::source::Format::Pcapng);
+        assert!(!b.process_info);
+        assert_eq!(
+            (a.totals.packets, a.totals.bytes, a.totals.flows),
+            (b.totals.packets, b.totals.bytes, b.totals.flows),
+            "{}",
+            file.display()
+        );
+        assert_eq!(ours_transport(&a), ours_transport(&b), "{}", file.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
