@@ -174,6 +174,9 @@ pub type LineId = u32;
 #[derive(Clone, Debug)]
 pub struct Account {
     pub line: LineId,
+    /// The process the packets were given to (0: none), so that two processes of one
+    /// application at the two ends of a loopback flow each keep their own end.
+    pub pid: u32,
     pub counters: Counters,
     /// Which end is this line's, when the capture or a socket said so.
     pub a_is_local: Option<bool>,
@@ -361,7 +364,10 @@ fn canonical(a: IpAddr) -> IpAddr {
 
 /// The aggregation state.
 pub struct Aggregator {
+    /// Link types of the current section's interfaces, by interface id.
     linktypes: Vec<u16>,
+    /// Every interface's link type, over all sections (for the report).
+    all_linktypes: Vec<u16>,
     pub lines: Vec<Line>,
     unattributed: [Option<LineId>; 5],
     /// pid -> (process start time, line), several when a pid was reused.
@@ -389,6 +395,7 @@ impl Aggregator {
     pub fn new(meta: Metadata) -> Self {
         let mut agg = Self {
             linktypes: Vec::new(),
+            all_linktypes: Vec::new(),
             lines: Vec::new(),
             unattributed: [None; 5],
             pid_lines: FxHashMap::default(),
@@ -512,6 +519,7 @@ impl Aggregator {
 
     pub fn interface(&mut self, linktype: u16) {
         self.linktypes.push(linktype);
+        self.all_linktypes.push(linktype);
     }
 
     /// A new pcapng section: its interfaces are numbered from 0 again.
@@ -519,8 +527,9 @@ impl Aggregator {
         self.linktypes.clear();
     }
 
-    pub fn linktypes(&self) -> &[u16] {
-        &self.linktypes
+    /// Link types of every interface seen, over all sections.
+    pub fn all_linktypes(&self) -> &[u16] {
+        &self.all_linktypes
     }
 
     pub fn has_process_info(&self) -> bool {
@@ -663,7 +672,11 @@ impl Aggregator {
         // Which end is this line's: per account, as two local applications share a
         // loopback flow from opposite ends.
         let a_is_local = out == src_is_a;
-        match flow.accounts.iter_mut().find(|acc| acc.line == line) {
+        match flow
+            .accounts
+            .iter_mut()
+            .find(|acc| acc.line == line && acc.pid == pid)
+        {
             Some(acc) => {
                 acc.counters.add(ts, len, out);
                 if decided != Direction::Unknown {
@@ -675,6 +688,7 @@ impl Aggregator {
                 counters.add(ts, len, out);
                 flow.accounts.push(Account {
                     line,
+                    pid,
                     counters,
                     a_is_local: (decided != Direction::Unknown).then_some(a_is_local),
                 });

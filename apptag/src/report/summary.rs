@@ -191,21 +191,30 @@ impl Report {
         let mut conversations = Vec::new();
         for f in &agg.flows {
             let service = f.service_label();
-            for account in &f.accounts {
-                let (line, c) = (&account.line, &account.counters);
-                let (remote, rport) = if account.a_is_local.unwrap_or(f.local_is_a()) {
+            let remote_of = |account: &super::aggregate::Account| {
+                if account.a_is_local.unwrap_or(f.local_is_a()) {
                     (f.key.b, f.key.b_port)
                 } else {
                     (f.key.a, f.key.a_port)
-                };
+                }
+            };
+            for (k, account) in f.accounts.iter().enumerate() {
+                let (line, c) = (&account.line, &account.counters);
+                let (remote, rport) = remote_of(account);
+                // Several processes of one application in a flow: the flow counts once.
+                let earlier = &f.accounts[..k];
+                let first_of_line = !earlier.iter().any(|o| o.line == *line);
+                let first_for_remote = !earlier
+                    .iter()
+                    .any(|o| o.line == *line && remote_of(o).0 == remote);
                 let Some(a) = acc.get_mut(*line as usize) else {
                     continue;
                 };
-                a.flows += 1;
+                a.flows += u64::from(first_of_line);
                 let r = a.remotes.entry(remote).or_default();
                 r.0 += c.packets();
                 r.1 += c.bytes();
-                r.2 += 1;
+                r.2 += u64::from(first_for_remote);
                 let has_ports = matches!(
                     f.key.protocol,
                     proto::TCP | proto::UDP | proto::UDPLITE | proto::SCTP
@@ -219,7 +228,7 @@ impl Report {
                 let p = a.protocols.entry(service.clone()).or_default();
                 p.0 += c.packets();
                 p.1 += c.bytes();
-                p.2 += 1;
+                p.2 += u64::from(first_of_line);
                 for (n, _) in f.names.iter().filter(|(_, l)| l == line) {
                     if a.names.len() < TOP_NAMES && a.name_set.insert(n.clone()) {
                         a.names.push(n.clone());
@@ -374,7 +383,7 @@ impl Report {
         Report {
             file,
             format,
-            linktypes: agg.linktypes().to_vec(),
+            linktypes: agg.all_linktypes().to_vec(),
             process_info: agg.has_process_info(),
             direction: if agg.direction_guessed == 0 {
                 "capture"
