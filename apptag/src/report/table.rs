@@ -121,10 +121,16 @@ pub fn render(r: &Report) -> String {
         if a.processes.len() > 1 || (a.processes.len() == 1 && a.pids.len() > 1) {
             const SHOWN: usize = 5;
             for p in a.processes.iter().take(SHOWN) {
-                let cmd = if p.cmdline.is_empty() {
-                    p.name.clone()
-                } else {
-                    p.cmdline.join(" ")
+                // argv[0] is often a long path: its last component says enough.
+                let cmd = match p.cmdline.split_first() {
+                    None => p.name.clone(),
+                    Some((argv0, rest)) => {
+                        let base = argv0.rsplit('/').next().unwrap_or(argv0);
+                        std::iter::once(base)
+                            .chain(rest.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    }
                 };
                 let _ = writeln!(
                     o,
@@ -133,7 +139,7 @@ pub fn render(r: &Report) -> String {
                     p.packets,
                     human_bytes(p.bytes_in),
                     human_bytes(p.bytes_out),
-                    clip(&cmd, 40)
+                    clip(&cmd, 48)
                 );
             }
             if a.processes.len() > SHOWN {
