@@ -1,6 +1,8 @@
 //! Benchmarks. Each compares apptag with the tool a user would otherwise pick, on the same
 //! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
 use anyhow::{Result, bail};
+
+mod capture;
 use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -15,8 +17,9 @@ pub enum Name {
     Report,
 }
 
-pub fn run(name: Name, _args: &[String]) -> Result<()> {
+pub fn run(name: Name, args: &[String]) -> Result<()> {
     match name {
+        Name::Capture => capture::run(args),
         other => bail!("benchmark {other:?} is not written yet"),
     }
 }
