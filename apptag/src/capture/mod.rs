@@ -323,7 +323,12 @@ impl Capture {
             ));
         }
         let kernel_filter = match &config.filter {
-            Some(expr) => filter::compile(expr, iface.linktype, config.snaplen)?,
+            Some(expr) => filter::compile(
+                expr,
+                iface.linktype,
+                config.snaplen,
+                (!iface.is_any()).then_some(iface.name.as_str()),
+            )?,
             None => filter::KernelFilter {
                 insns: filter::accept_all(config.snaplen),
                 needs_userland: false,
