@@ -301,10 +301,15 @@ impl RingReader {
         }
         let mut joined = None;
         if let Some((group, mode)) = s.fanout {
-            let kind = match mode {
+            let mut kind = match mode {
                 FanoutMode::Hash => libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_DEFRAG,
                 FanoutMode::Cpu => libc::PACKET_FANOUT_CPU,
             };
+            if s.iface.is_loopback() {
+                // In a fanout group the group's hook receives, not the socket's, so the
+                // socket's PACKET_IGNORE_OUTGOING has no effect there: the group needs it too.
+                kind |= libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+            }
             let (id, flags) = match group {
                 Some(id) => (id, kind),
                 None => (0, kind | libc::PACKET_FANOUT_FLAG_UNIQUEID),

@@ -8,7 +8,8 @@
 //! (packets/s; default per frame size), `--workers N` (apptag capture threads, default 2),
 //! `--apptag-cmd "TEMPLATE"` (the apptag command to compare; `{iface}`, `{file}` and `{secs}`
 //! are replaced; default `target/release/apptag -i {iface} -w {file} --duration {secs}` when
-//! that binary has `--duration`), `--no-cli` (skip it).
+//! that binary has `--duration`), `--no-cli` (skip it), `--no-write` (the ring reader
+//! counts packets instead of writing them).
 use std::{
     fmt::Write as _,
     fs,
@@ -35,6 +36,7 @@ struct Opts {
     workers: usize,
     apptag_cmd: Option<String>,
     no_cli: bool,
+    no_write: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -45,6 +47,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         workers: 2,
         apptag_cmd: None,
         no_cli: false,
+        no_write: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -75,6 +78,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--workers" => o.workers = val()?.parse().context("--workers takes a number")?,
             "--apptag-cmd" => o.apptag_cmd = Some(val()?.clone()),
             "--no-cli" => o.no_cli = true,
+            "--no-write" => o.no_write = true,
             other => bail!("unknown option {other} (see xtask/src/bench/capture.rs)"),
         }
     }
@@ -359,8 +363,16 @@ fn tool_commands(o: &Opts, iface: &str, dir: &Path, secs: f64) -> Result<Vec<Too
     let ring = util::root().join("target/release/examples/capture_rate");
     let mut rate = Command::new(&ring);
     rate.args(["-i", iface, "--workers", &o.workers.to_string()]);
+    // Written files are removed by the harness after each run (it knows the .N names).
+    if !o.no_write {
+        rate.arg("-w").arg(dir.join("ring.pcap"));
+    }
     tools.push((
-        format!("apptag ring ({} threads)", o.workers),
+        format!(
+            "apptag ring ({} threads{})",
+            o.workers,
+            if o.no_write { ", count only" } else { ", -w" }
+        ),
         rate,
         Some("listening on"),
         None,
@@ -487,6 +499,7 @@ fn one_run(o: &Opts, n: &Netns, dir: &Path, frame: usize, target: Rate) -> Resul
     // Let the tools empty their buffers before they are stopped.
     std::thread::sleep(Duration::from_secs(2));
     let rx = n.counter("rx_packets") - rx0;
+    let cleanup = dir.to_path_buf();
     let mut rows = Vec::new();
     for (r, c0) in running.into_iter().zip(cpu0) {
         let tool = r.name.clone();
@@ -503,6 +516,9 @@ fn one_run(o: &Opts, n: &Netns, dir: &Path, frame: usize, target: Rate) -> Resul
             tool,
             out: finish(r),
         });
+    }
+    for i in 0..o.workers {
+        let _ = fs::remove_file(cleanup.join(format!("ring.pcap.{i}")));
     }
     Ok(rows)
 }
