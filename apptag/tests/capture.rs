@@ -668,3 +668,83 @@ fn any_runs_header_field_filters_in_user_space_like_tcpdump() {
     assert_eq!(theirs.len(), 20);
     assert_same("any, user-space filter", &ours, &theirs);
 }
+
+#[test]
+fn interface_down_is_a_clear_error() {
+    require_root();
+    let ns = Netns::new();
+    ip(&["link", "set", &ns.host_if, "down"]);
+    let err = Capture::open(&CaptureConfig::new(&ns.host_if), 1)
+        .err()
+        .expect("a down interface must not open");
+    assert!(
+        matches!(&err, CaptureError::InterfaceDown { interface } if *interface == ns.host_if),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ip link set"), "{err}");
+}
+
+/// Linux capabilities are per thread: this drops CAP_NET_RAW from the effective set of the
+/// calling thread only.
+fn drop_effective_net_raw() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_RAW: u32 = 13;
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: hdr and data have the layout capget/capset expect for version 3.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << CAP_NET_RAW);
+        assert_eq!(libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()), 0);
+    }
+}
+
+#[test]
+fn missing_privilege_names_the_capability() {
+    require_root();
+    let err = std::thread::spawn(|| {
+        drop_effective_net_raw();
+        Capture::open(&CaptureConfig::new("lo"), 1).err()
+    })
+    .join()
+    .expect("thread")
+    .expect("opening without CAP_NET_RAW must fail");
+    let text = err.to_string();
+    assert!(matches!(err, CaptureError::Permission { .. }), "{text}");
+    assert!(text.contains("CAP_NET_RAW"), "{text}");
+}
+
+#[test]
+fn oversized_ring_is_refused_before_the_kernel_sees_it() {
+    // 1 TiB per ring: refused up front, so the kernel never tries (and never OOM-kills).
+    let cfg = CaptureConfig {
+        ring: RingConfig {
+            block_size: 4 << 20,
+            block_count: 262_144,
+            ..RingConfig::default()
+        },
+        ..CaptureConfig::new("lo")
+    };
+    let err = Capture::open(&cfg, 2).err().expect("must be refused");
+    let text = err.to_string();
+    assert!(matches!(err, CaptureError::RingAlloc { .. }), "{text}");
+    assert!(text.contains("smaller ring"), "{text}");
+}

@@ -317,6 +317,7 @@ impl Capture {
         let workers = workers.max(1);
         let iface = iface::lookup(&config.interface)?;
         ring::validate(&config.ring, &iface.name)?;
+        ring::check_memory(&config.ring, workers, &iface.name)?;
         if config.snaplen == 0 {
             return Err(CaptureError::RingConfig(
                 "snap length must be at least 1 byte".into(),

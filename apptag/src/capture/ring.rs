@@ -60,6 +60,46 @@ pub fn validate(ring: &RingConfig, interface: &str) -> Result<(), CaptureError> 
     Ok(())
 }
 
+/// MemAvailable from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Ring memory is unswappable kernel memory outside any memlock limit: asking for more than
+/// the machine can spare would make the kernel's OOM killer end other processes, so the
+/// rings of all workers together may take at most half of the available memory.
+pub fn check_memory(
+    ring: &RingConfig,
+    workers: usize,
+    interface: &str,
+) -> Result<(), CaptureError> {
+    let total = ring.ring_bytes().saturating_mul(workers as u64);
+    let Some(avail) = mem_available() else {
+        return Ok(());
+    };
+    if total > avail / 2 {
+        return Err(CaptureError::RingAlloc {
+            interface: interface.to_string(),
+            mib: ring.ring_bytes() >> 20,
+            blocks: ring.block_count,
+            block_kib: ring.block_size >> 10,
+            source: io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "{workers} ring(s) need {} MiB but only {} MiB of memory is available \
+                     (at most half of it is used for rings)",
+                    total >> 20,
+                    avail >> 20
+                ),
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub struct Setup<'a> {
     pub iface: &'a Interface,
     pub config: &'a CaptureConfig,
