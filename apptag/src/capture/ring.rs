@@ -101,6 +101,7 @@ pub fn check_memory(
 }
 
 pub struct Setup<'a> {
+    pub worker: usize,
     pub iface: &'a Interface,
     pub config: &'a CaptureConfig,
     pub filter: &'a [libc::sock_filter],
@@ -115,6 +116,7 @@ pub struct Setup<'a> {
 /// Reads one ring. Send it to the thread that polls it; packets are handed out borrowed
 /// from the ring, with no copy and no allocation.
 pub struct RingReader {
+    worker: usize,
     socket: Arc<OwnedFd>,
     map: *mut u8,
     map_len: usize,
@@ -269,6 +271,7 @@ impl RingReader {
         }
         // From here the reader owns the mapping, so early returns unmap it.
         let mut reader = RingReader {
+            worker: s.worker,
             socket: Arc::new(sock),
             map: map.cast(),
             map_len,
@@ -386,6 +389,13 @@ impl RingReader {
         }
         reader.next = 0;
         Ok((reader, joined))
+    }
+
+    /// This reader's position in its fanout group (0..workers). With
+    /// [`super::FanoutMode::Cpu`], member i receives what CPU i (mod workers) received:
+    /// pin the thread polling it to that CPU.
+    pub fn worker(&self) -> usize {
+        self.worker
     }
 
     /// True once the capture's [`super::StopHandle`] was used.
