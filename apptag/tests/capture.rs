@@ -748,3 +748,47 @@ fn oversized_ring_is_refused_before_the_kernel_sees_it() {
     assert!(matches!(err, CaptureError::RingAlloc { .. }), "{text}");
     assert!(text.contains("smaller ring"), "{text}");
 }
+
+#[test]
+fn cpu_fanout_loses_nothing() {
+    require_root();
+    let sink = udp_sink("127.0.0.1");
+    let to = sink.local_addr().expect("addr");
+    let filter = format!("udp port {}", to.port());
+    let cfg = CaptureConfig {
+        fanout_mode: apptag::capture::FanoutMode::Cpu,
+        ..config("lo", &filter)
+    };
+    let oracle = Tcpdump::start("lo", &filter, &[]);
+    let live = Live::start(&cfg, 2).expect("open capture with CPU fanout");
+    let sender = udp_sink("127.0.0.1");
+    udp_burst(&sender, to, 200, b'c');
+    let (_, stats, ours) = live.stop();
+    let (_, theirs) = oracle.stop();
+    assert_same("cpu fanout", &ours, &theirs);
+    assert_eq!(ours.len(), 200);
+    assert_eq!(stats.delivered, 200);
+}
+
+#[test]
+fn explicit_fanout_group_clash_is_reported() {
+    require_root();
+    // Group ids are shared by the whole network namespace; pick one from our pid.
+    let group = 40_000 + (std::process::id() % 20_000) as u16;
+    let a = CaptureConfig {
+        fanout_group: Some(group),
+        ..config("lo", "udp port 9")
+    };
+    let first = Capture::open(&a, 2).expect("first capture creates the group");
+    assert_eq!(first.fanout_group(), Some(group));
+    let b = CaptureConfig {
+        fanout_mode: apptag::capture::FanoutMode::Cpu,
+        ..a.clone()
+    };
+    let err = Capture::open(&b, 1).err().expect("same group, other mode");
+    assert!(
+        matches!(&err, CaptureError::FanoutBusy { group: g, .. } if *g == group),
+        "{err}"
+    );
+    drop(first);
+}
