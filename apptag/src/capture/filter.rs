@@ -305,6 +305,25 @@ mod tests {
     }
 
     #[test]
+    fn odd_expressions_never_panic() {
+        for e in [
+            "(",
+            ")",
+            "ü port 1",
+            "port ü",
+            "(((",
+            "tcp ]",
+            "  ",
+            "and",
+            "host 'x'",
+        ] {
+            if let Err(CaptureError::Filter { position, .. }) = check(e, linktype::ETHERNET) {
+                assert!(position.is_none_or(|p| p <= e.len()), "{e:?}: {position:?}");
+            }
+        }
+    }
+
+    #[test]
     fn error_shows_libpcap_message_and_caret() {
         let text = check("udp port 53 and and tcp", linktype::ETHERNET)
             .expect_err("bad filter")

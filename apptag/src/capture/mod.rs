@@ -73,7 +73,7 @@ pub enum CaptureError {
     },
     #[error("invalid ring configuration: {0}")]
     RingConfig(String),
-    #[error("bad filter: {message}\n  {expression}\n  {}^", " ".repeat(position.unwrap_or(0)))]
+    #[error("bad filter: {message}\n  {expression}\n  {}", caret(expression, *position))]
     Filter {
         expression: String,
         /// libpcap's own message.
@@ -98,6 +98,17 @@ pub enum CaptureError {
         interface: String,
         source: io::Error,
     },
+}
+
+/// A caret under the character at byte offset `position` (none if unknown).
+fn caret(expression: &str, position: Option<usize>) -> String {
+    match position {
+        Some(p) => {
+            let col = expression.get(..p).map_or(0, |s| s.chars().count());
+            format!("{}^", " ".repeat(col))
+        }
+        None => String::new(),
+    }
 }
 
 /// How the kernel spreads packets over the sockets of a fanout group.
