@@ -84,7 +84,13 @@ impl Tcpdump {
     }
 
     /// Stops tcpdump (SIGINT, so it flushes) and returns the link type and frames it wrote.
-    fn stop(mut self) -> (i32, Vec<Vec<u8>>) {
+    fn stop(self) -> (i32, Vec<Vec<u8>>) {
+        let (link, frames) = self.stop_with_lengths();
+        (link, frames.into_iter().map(|(f, _)| f).collect())
+    }
+
+    /// Like `stop`, with each frame's original length on the wire.
+    fn stop_with_lengths(mut self) -> (i32, Vec<(Vec<u8>, u32)>) {
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: signals the child we started, by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -93,7 +99,7 @@ impl Tcpdump {
         let link = cap.get_datalink().0;
         let mut frames = Vec::new();
         while let Ok(p) = cap.next_packet() {
-            frames.push(p.data.to_vec());
+            frames.push((p.data.to_vec(), p.header.len));
         }
         (link, frames)
     }
@@ -791,4 +797,39 @@ fn explicit_fanout_group_clash_is_reported() {
         "{err}"
     );
     drop(first);
+}
+
+#[test]
+fn snap_length_truncates_like_tcpdump() {
+    require_root();
+    let sink = udp_sink("127.0.0.1");
+    let to = sink.local_addr().expect("addr");
+    let filter = format!("udp port {}", to.port());
+    // tcpdump takes the last -s it is given.
+    let oracle = Tcpdump::start("lo", &filter, &["-s", "64"]);
+    let cfg = CaptureConfig {
+        snaplen: 64,
+        ..config("lo", &filter)
+    };
+    let live = Live::start(&cfg, 1).expect("open capture");
+    let sender = udp_sink("127.0.0.1");
+    udp_burst(&sender, to, 30, b's');
+    let (info, _, ours) = live.stop();
+    let (_, with_lengths) = oracle.stop_with_lengths();
+    let theirs: Vec<Vec<u8>> = with_lengths.iter().map(|(f, _)| f.clone()).collect();
+    assert_eq!(info.snaplen, 64);
+    assert_same("snaplen 64", &ours, &theirs);
+    let mut our_lens: Vec<u32> = ours.iter().map(|g| g.orig_len).collect();
+    let mut their_lens: Vec<u32> = with_lengths.iter().map(|(_, l)| *l).collect();
+    our_lens.sort_unstable();
+    their_lens.sort_unstable();
+    assert_eq!(our_lens, their_lens, "original lengths");
+    for g in &ours {
+        assert_eq!(g.data.len(), 64);
+        assert!(
+            g.orig_len as usize >= 14 + 20 + 8 + 64,
+            "orig_len {}",
+            g.orig_len
+        );
+    }
 }
