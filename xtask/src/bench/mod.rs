@@ -1,8 +1,8 @@
 //! Benchmarks. Each compares apptag with the tool a user would otherwise pick, on the same
 //! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
-use anyhow::{Result, bail};
-
 mod capture;
+
+use anyhow::{Result, bail};
 use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
