@@ -53,6 +53,10 @@ struct CaptureArgs {
     /// Keep only packets of processes with this name (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
     comms: Vec<String>,
+    /// Keep only packets of processes in this cgroup (path as in /proc/PID/cgroup, matching
+    /// the subtree) or container (id prefix); repeatable.
+    #[arg(long = "cgroup", value_name = "PATH|ID")]
+    cgroups: Vec<String>,
     /// Capture threads per interface (PACKET_FANOUT) [default: number of CPUs].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -170,6 +174,7 @@ fn capture(a: CaptureArgs) -> Result<()> {
         },
         pids: a.pids,
         comms: a.comms,
+        cgroups: a.cgroups,
     };
     let stop = stop_flag()?;
     log::info!("writing {}", cfg.output.display());

@@ -64,6 +64,9 @@ pub struct SensorConfig {
     /// Keep only packets of these pids / comms (empty = all).
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
+    /// cgroup paths (as in /proc/PID/cgroup, e.g. `/system.slice/nginx.service`) or
+    /// container ids; a process matches when its cgroup is at or below one of them.
+    pub cgroups: Vec<String>,
 }
 
 /// Totals printed at the end.
@@ -529,6 +532,9 @@ impl Merge {
                 if !cfg.comms.is_empty() && !info.is_some_and(|p| cfg.comms.contains(&p.name)) {
                     continue;
                 }
+                if !cfg.cgroups.is_empty() && !info.is_some_and(|p| in_cgroups(p, &cfg.cgroups)) {
+                    continue;
+                }
                 if let Some(p) = info
                     && !out.writer.knows_process(p.pid, p.start_ns)
                 {
@@ -539,7 +545,7 @@ impl Merge {
                     .is_some_and(|e| e.src == t.tuple.local && e.src_port == t.tuple.local_port);
                 self.account(t, ts, orig_len, sent, a.table());
                 self.summary.attributed += 1;
-            } else if !cfg.pids.is_empty() || !cfg.comms.is_empty() {
+            } else if !cfg.pids.is_empty() || !cfg.comms.is_empty() || !cfg.cgroups.is_empty() {
                 continue;
             }
             out.writer
@@ -651,6 +657,18 @@ impl Merge {
     }
 }
 
+fn in_cgroups(p: &crate::model::ProcessInfo, wanted: &[String]) -> bool {
+    wanted.iter().any(|w| {
+        let w = w.trim_end_matches('/');
+        (!p.container_id.is_empty() && p.container_id.starts_with(w))
+            || p.cgroup == w
+            || p.cgroup
+                .strip_prefix(w)
+                .is_some_and(|rest| rest.starts_with('/'))
+            || w.is_empty()
+    })
+}
+
 /// apptag-HOST-YYYYmmddTHHMMSS.pcapng in the current directory.
 pub fn default_output() -> PathBuf {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -689,6 +707,20 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_filter_matches_subtrees_and_container_ids() {
+        let p = crate::model::ProcessInfo {
+            cgroup: "/system.slice/docker-abc.scope".into(),
+            container_id: "abcdef".into(),
+            ..Default::default()
+        };
+        assert!(in_cgroups(&p, &["/system.slice".into()]));
+        assert!(in_cgroups(&p, &["/system.slice/".into()]));
+        assert!(in_cgroups(&p, &["abc".into()]));
+        assert!(!in_cgroups(&p, &["/system.sl".into()]));
+        assert!(!in_cgroups(&p, &["/user.slice".into()]));
+    }
 
     #[test]
     fn rotated_file_names() {

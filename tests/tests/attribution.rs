@@ -313,3 +313,34 @@ fn connection_opened_before_apptag_started() {
     settle(&mut a);
     assert_eq!(tag_of(&a, local, server, 6).pid, p.pid());
 }
+
+#[test]
+fn sendfile_sender() {
+    require_root();
+    let _g = SERIAL.lock();
+    let mut a = attributor();
+    let server = echo_server("127.0.0.1:0");
+    let mut p = Traffic::start("sendfile", &server.to_string(), "");
+    let local = addr(&p.get("local"));
+    assert_eq!(p.get("sent"), "4096");
+    p.wait_ok();
+    settle(&mut a);
+    assert_eq!(tag_of(&a, local, server, 6).pid, p.pid());
+}
+
+/// Raw ICMP has no ports: the packet's addresses and protocol lead to the raw socket.
+#[test]
+fn raw_icmp_sender() {
+    require_root();
+    let _g = SERIAL.lock();
+    let mut a = attributor();
+    // A loopback address of our own that nothing else pings.
+    let target = addr("127.0.0.77:0");
+    let mut p = Traffic::start("icmp-raw", &target.to_string(), "");
+    p.get("sent");
+    p.wait_ok();
+    settle(&mut a);
+    let t = tag_of(&a, addr("127.0.0.1:0"), target, 1);
+    assert_eq!(t.pid, p.pid());
+    assert_eq!(comm_of(&a, &t), TRAFFIC_COMM);
+}

@@ -102,15 +102,8 @@ pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
         )?;
     }
     if lint {
-        run_cmd(cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-        .context("clippy found problems")?;
+        run_cmd(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+            .context("clippy found problems")?;
     }
     Ok(())
 }

@@ -43,12 +43,49 @@ pub fn accept_all(snaplen: u32) -> Vec<libc::sock_filter> {
     }]
 }
 
-fn compile_raw(expr: &str, link: u16) -> Result<Vec<libc::sock_filter>, String> {
-    let dead = pcap::Capture::dead(pcap::Linktype(i32::from(link))).map_err(|e| e.to_string())?;
-    let prog = dead.compile(expr, true).map_err(|e| match e {
+fn pcap_message(e: pcap::Error) -> String {
+    match e {
         pcap::Error::PcapError(m) => m,
         other => other.to_string(),
-    })?;
+    }
+}
+
+/// Compiles with a live libpcap handle on `iface`, which tells libpcap's code generator
+/// that the kernel offers BPF extensions: `vlan` then tests the out-of-band tag (the
+/// driver or the receive path strips it before the filter runs), and `inbound`/`outbound`
+/// work on Ethernet, exactly as for tcpdump. None if the handle cannot be opened.
+fn compile_live(expr: &str, iface: &str) -> Option<Result<pcap::BpfProgram, String>> {
+    let cap = pcap::Capture::from_device(iface)
+        .ok()?
+        .promisc(false)
+        .snaplen(128)
+        .buffer_size(1 << 16)
+        .open()
+        .map_err(|e| log::debug!("live libpcap handle on {iface} for compiling: {e}"))
+        .ok()?;
+    if cap.get_datalink().0 != i32::from(linktype::ETHERNET) {
+        return None;
+    }
+    Some(cap.compile(expr, true).map_err(pcap_message))
+}
+
+fn compile_raw(
+    expr: &str,
+    link: u16,
+    live_iface: Option<&str>,
+) -> Result<Vec<libc::sock_filter>, String> {
+    let live = match live_iface {
+        Some(i) if link == linktype::ETHERNET => compile_live(expr, i),
+        _ => None,
+    };
+    let prog = match live {
+        Some(p) => p?,
+        None => {
+            let dead =
+                pcap::Capture::dead(pcap::Linktype(i32::from(link))).map_err(|e| e.to_string())?;
+            dead.compile(expr, true).map_err(pcap_message)?
+        }
+    };
     Ok(prog
         .get_instructions()
         .iter()
@@ -98,8 +135,13 @@ impl std::fmt::Debug for UserFilter {
 /// Compiles `expr` for link type `link` and adapts it for the kernel: returns truncate to
 /// `snaplen`, and for cooked (SLL2) captures, where the kernel's packet starts at the network
 /// header, offsets are moved as libpcap's fix_offset does.
-pub fn compile(expr: &str, link: u16, snaplen: u32) -> Result<KernelFilter, CaptureError> {
-    let mut insns = compile_raw(expr, link).map_err(|m| filter_error(expr, link, m))?;
+pub fn compile(
+    expr: &str,
+    link: u16,
+    snaplen: u32,
+    iface: Option<&str>,
+) -> Result<KernelFilter, CaptureError> {
+    let mut insns = compile_raw(expr, link, iface).map_err(|m| filter_error(expr, link, m))?;
     for i in &mut insns {
         if op::class(i.code) == op::RET && op::rval(i.code) == op::K && i.k != 0 {
             i.k = snaplen;
@@ -153,7 +195,7 @@ fn fix_sll2_offset(i: &mut libc::sock_filter) -> bool {
 
 /// Checks a filter expression without opening anything (for early CLI validation).
 pub fn check(expr: &str, link: u16) -> Result<(), CaptureError> {
-    compile_raw(expr, link)
+    compile_raw(expr, link, None)
         .map(|_| ())
         .map_err(|m| filter_error(expr, link, m))
 }
@@ -229,7 +271,7 @@ pub fn error_position(expr: &str, link: u16, message: &str) -> Option<usize> {
         }
     }
     const COMPLETIONS: [&str; 6] = ["", " 1", " ip", " 127.0.0.1", ")", " 1)"];
-    let parses = |p: &str| compile_raw(p, link).is_ok();
+    let parses = |p: &str| compile_raw(p, link, None).is_ok();
     for n in (1..=toks.len()).rev() {
         let prefix = &expr[..toks[n - 1].1];
         if COMPLETIONS.iter().any(|c| parses(&format!("{prefix}{c}"))) {
@@ -263,6 +305,25 @@ mod tests {
     }
 
     #[test]
+    fn odd_expressions_never_panic() {
+        for e in [
+            "(",
+            ")",
+            "ü port 1",
+            "port ü",
+            "(((",
+            "tcp ]",
+            "  ",
+            "and",
+            "host 'x'",
+        ] {
+            if let Err(CaptureError::Filter { position, .. }) = check(e, linktype::ETHERNET) {
+                assert!(position.is_none_or(|p| p <= e.len()), "{e:?}: {position:?}");
+            }
+        }
+    }
+
+    #[test]
     fn error_shows_libpcap_message_and_caret() {
         let text = check("udp port 53 and and tcp", linktype::ETHERNET)
             .expect_err("bad filter")
@@ -276,7 +337,7 @@ mod tests {
 
     #[test]
     fn returns_truncate_to_snaplen() {
-        let f = compile("udp", linktype::ETHERNET, 96).expect("valid filter");
+        let f = compile("udp", linktype::ETHERNET, 96, None).expect("valid filter");
         let rets: Vec<u32> = f
             .insns
             .iter()
@@ -291,14 +352,14 @@ mod tests {
 
     #[test]
     fn sll2_loads_move_to_kernel_offsets() {
-        let f = compile("udp port 53", linktype::LINUX_SLL2, 65535).expect("valid filter");
+        let f = compile("udp port 53", linktype::LINUX_SLL2, 65535, None).expect("valid filter");
         assert!(!f.needs_userland);
         // The first load reads the SLL2 protocol field, which the kernel exposes as
         // SKF_AD_PROTOCOL.
         let first = f.insns.first().expect("non-empty program");
         assert_eq!(first.k, (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL) as u32);
         // A filter on the SLL2 link-layer address cannot run in the kernel.
-        let g = compile("ether[12] = 0", linktype::LINUX_SLL2, 65535).expect("valid filter");
+        let g = compile("ether[12] = 0", linktype::LINUX_SLL2, 65535, None).expect("valid filter");
         assert!(g.needs_userland);
         assert_eq!(g.insns.len(), 1);
     }

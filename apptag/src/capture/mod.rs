@@ -73,7 +73,7 @@ pub enum CaptureError {
     },
     #[error("invalid ring configuration: {0}")]
     RingConfig(String),
-    #[error("bad filter: {message}\n  {expression}\n  {}^", " ".repeat(position.unwrap_or(0)))]
+    #[error("bad filter: {message}\n  {expression}\n  {}", caret(expression, *position))]
     Filter {
         expression: String,
         /// libpcap's own message.
@@ -98,6 +98,17 @@ pub enum CaptureError {
         interface: String,
         source: io::Error,
     },
+}
+
+/// A caret under the character at byte offset `position` (none if unknown).
+fn caret(expression: &str, position: Option<usize>) -> String {
+    match position {
+        Some(p) => {
+            let col = expression.get(..p).map_or(0, |s| s.chars().count());
+            format!("{}^", " ".repeat(col))
+        }
+        None => String::new(),
+    }
 }
 
 /// How the kernel spreads packets over the sockets of a fanout group.
@@ -302,12 +313,56 @@ impl Shared {
 pub struct Capture {
     info: InterfaceInfo,
     readers: Vec<RingReader>,
-    sockets: Vec<Weak<OwnedFd>>,
-    shared: Arc<Shared>,
     stop: Arc<StopState>,
     fanout_group: Option<u16>,
+    counters: CaptureCounters,
+}
+
+/// Reads a capture's counters from any thread (e.g. a live status line) while the readers
+/// run; cheap to clone.
+#[derive(Clone)]
+pub struct CaptureCounters(Arc<CountersInner>);
+
+struct CountersInner {
+    name: String,
+    sockets: Vec<Weak<OwnedFd>>,
+    shared: Arc<Shared>,
     start_ns: u64,
     rx_dropped_start: Option<u64>,
+}
+
+impl CaptureCounters {
+    /// Kernel ring counters summed over all sockets since open (including readers that
+    /// were dropped).
+    pub fn ring_stats(&self) -> RingStats {
+        for s in &self.0.sockets {
+            if let Some(fd) = s.upgrade() {
+                self.0.shared.collect(fd.as_raw_fd());
+            }
+        }
+        self.0.shared.totals()
+    }
+
+    /// Counters for the pcapng Interface Statistics Block.
+    pub fn stats(&self) -> InterfaceStats {
+        let ring = self.ring_stats();
+        let if_dropped = match (
+            self.0.rx_dropped_start,
+            iface::sys_counter(&self.0.name, "rx_dropped"),
+        ) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        InterfaceStats {
+            start_ns: self.0.start_ns,
+            end_ns: now_ns(),
+            received: ring.packets,
+            if_dropped,
+            os_dropped: ring.drops,
+            delivered: self.0.shared.delivered.load(Ordering::Relaxed),
+            filter_accepted: ring.packets,
+        }
+    }
 }
 
 impl Capture {
@@ -317,13 +372,19 @@ impl Capture {
         let workers = workers.max(1);
         let iface = iface::lookup(&config.interface)?;
         ring::validate(&config.ring, &iface.name)?;
+        ring::check_memory(&config.ring, workers, &iface.name)?;
         if config.snaplen == 0 {
             return Err(CaptureError::RingConfig(
                 "snap length must be at least 1 byte".into(),
             ));
         }
         let kernel_filter = match &config.filter {
-            Some(expr) => filter::compile(expr, iface.linktype, config.snaplen)?,
+            Some(expr) => filter::compile(
+                expr,
+                iface.linktype,
+                config.snaplen,
+                (!iface.is_any()).then_some(iface.name.as_str()),
+            )?,
             None => filter::KernelFilter {
                 insns: filter::accept_all(config.snaplen),
                 needs_userland: false,
@@ -342,6 +403,7 @@ impl Capture {
                 _ => None,
             };
             let setup = ring::Setup {
+                worker: n,
                 iface: &iface,
                 config,
                 filter: &kernel_filter.insns,
@@ -374,12 +436,15 @@ impl Capture {
                 filter: config.filter.clone(),
             },
             readers,
-            sockets,
-            shared,
             stop,
             fanout_group: if fanout { group } else { None },
-            start_ns,
-            rx_dropped_start,
+            counters: CaptureCounters(Arc::new(CountersInner {
+                name: iface.name.clone(),
+                sockets,
+                shared,
+                start_ns,
+                rx_dropped_start,
+            })),
         })
     }
 
@@ -401,35 +466,61 @@ impl Capture {
         self.fanout_group
     }
 
-    /// Kernel ring counters summed over all sockets since open (including readers that
-    /// were dropped).
+    /// Kernel ring counters summed over all sockets since open.
     pub fn ring_stats(&self) -> RingStats {
-        for s in &self.sockets {
-            if let Some(fd) = s.upgrade() {
-                self.shared.collect(fd.as_raw_fd());
-            }
-        }
-        self.shared.totals()
+        self.counters.ring_stats()
     }
 
     /// Counters for the pcapng Interface Statistics Block.
     pub fn stats(&self) -> InterfaceStats {
-        let ring = self.ring_stats();
-        let if_dropped = match (
-            self.rx_dropped_start,
-            iface::sys_counter(&self.info.name, "rx_dropped"),
-        ) {
-            (Some(a), Some(b)) => b.saturating_sub(a),
-            _ => 0,
-        };
-        InterfaceStats {
-            start_ns: self.start_ns,
-            end_ns: now_ns(),
-            received: ring.packets,
-            if_dropped,
-            os_dropped: ring.drops,
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
-            filter_accepted: ring.packets,
-        }
+        self.counters.stats()
+    }
+
+    /// A handle for reading the counters from another thread.
+    pub fn counters(&self) -> CaptureCounters {
+        self.counters.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        send::<RingReader>();
+        send::<Capture>();
+        send_sync::<CaptureCounters>();
+        send_sync::<StopHandle>();
+    }
+
+    #[test]
+    fn default_ring_is_what_the_kernel_accepts() {
+        let r = RingConfig::default();
+        assert_eq!(r.ring_bytes(), 256 << 20);
+        ring::validate(&r, "lo").expect("default geometry is valid");
+        assert!(
+            ring::validate(
+                &RingConfig {
+                    block_size: 12_288,
+                    ..r.clone()
+                },
+                "lo"
+            )
+            .is_err()
+        );
+        assert!(
+            ring::validate(
+                &RingConfig {
+                    frame_size: 100,
+                    ..r
+                },
+                "lo"
+            )
+            .is_err()
+        );
     }
 }

@@ -60,7 +60,48 @@ pub fn validate(ring: &RingConfig, interface: &str) -> Result<(), CaptureError> 
     Ok(())
 }
 
+/// MemAvailable from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Ring memory is unswappable kernel memory outside any memlock limit: asking for more than
+/// the machine can spare would make the kernel's OOM killer end other processes, so the
+/// rings of all workers together may take at most half of the available memory.
+pub fn check_memory(
+    ring: &RingConfig,
+    workers: usize,
+    interface: &str,
+) -> Result<(), CaptureError> {
+    let total = ring.ring_bytes().saturating_mul(workers as u64);
+    let Some(avail) = mem_available() else {
+        return Ok(());
+    };
+    if total > avail / 2 {
+        return Err(CaptureError::RingAlloc {
+            interface: interface.to_string(),
+            mib: ring.ring_bytes() >> 20,
+            blocks: ring.block_count,
+            block_kib: ring.block_size >> 10,
+            source: io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "{workers} ring(s) need {} MiB but only {} MiB of memory is available \
+                     (at most half of it is used for rings)",
+                    total >> 20,
+                    avail >> 20
+                ),
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub struct Setup<'a> {
+    pub worker: usize,
     pub iface: &'a Interface,
     pub config: &'a CaptureConfig,
     pub filter: &'a [libc::sock_filter],
@@ -75,6 +116,7 @@ pub struct Setup<'a> {
 /// Reads one ring. Send it to the thread that polls it; packets are handed out borrowed
 /// from the ring, with no copy and no allocation.
 pub struct RingReader {
+    worker: usize,
     socket: Arc<OwnedFd>,
     map: *mut u8,
     map_len: usize,
@@ -229,6 +271,7 @@ impl RingReader {
         }
         // From here the reader owns the mapping, so early returns unmap it.
         let mut reader = RingReader {
+            worker: s.worker,
             socket: Arc::new(sock),
             map: map.cast(),
             map_len,
@@ -301,10 +344,15 @@ impl RingReader {
         }
         let mut joined = None;
         if let Some((group, mode)) = s.fanout {
-            let kind = match mode {
+            let mut kind = match mode {
                 FanoutMode::Hash => libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_DEFRAG,
                 FanoutMode::Cpu => libc::PACKET_FANOUT_CPU,
             };
+            if s.iface.is_loopback() {
+                // In a fanout group the group's hook receives, not the socket's, so the
+                // socket's PACKET_IGNORE_OUTGOING has no effect there: the group needs it too.
+                kind |= libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+            }
             let (id, flags) = match group {
                 Some(id) => (id, kind),
                 None => (0, kind | libc::PACKET_FANOUT_FLAG_UNIQUEID),
@@ -341,6 +389,13 @@ impl RingReader {
         }
         reader.next = 0;
         Ok((reader, joined))
+    }
+
+    /// This reader's position in its fanout group (0..workers). With
+    /// [`super::FanoutMode::Cpu`], member i receives what CPU i (mod workers) received:
+    /// pin the thread polling it to that CPU.
+    pub fn worker(&self) -> usize {
+        self.worker
     }
 
     /// True once the capture's [`super::StopHandle`] was used.

@@ -151,6 +151,27 @@ fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
             let mut buf = [0u8; 64];
             let _ = s.read(&mut buf)?;
         }
+        // Send a file over TCP with sendfile(2): no write() ever names the socket.
+        "sendfile" => {
+            use std::os::fd::AsRawFd;
+            let mut s = TcpStream::connect(addr)?;
+            say("local", s.local_addr()?);
+            let path = std::env::temp_dir().join(format!("apptag-sendfile-{}", std::process::id()));
+            std::fs::write(&path, vec![b'x'; 4096])?;
+            let f = std::fs::File::open(&path)?;
+            let _ = std::fs::remove_file(&path);
+            // SAFETY: valid fds; a null offset uses the file position.
+            let n =
+                unsafe { libc::sendfile(s.as_raw_fd(), f.as_raw_fd(), std::ptr::null_mut(), 4096) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            say("sent", n);
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf)?;
+        }
+        // One ICMP echo request through a raw socket (ping without ping).
+        "icmp-raw" => icmp_raw(addr)?,
         other => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -158,6 +179,53 @@ fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
             ));
         }
     }
+    Ok(())
+}
+
+fn icmp_raw(addr: SocketAddr) -> std::io::Result<()> {
+    let SocketAddr::V4(v4) = addr else {
+        return Err(std::io::Error::other("icmp-raw takes an IPv4 address"));
+    };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Echo request, id 0x4242, seq 1, with its checksum.
+    let mut pkt = [
+        8u8, 0, 0, 0, 0x42, 0x42, 0, 1, b'a', b'p', b'p', b't', b'a', b'g', 0, 0,
+    ];
+    let sum = pkt
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: valid buffer and address of the stated sizes.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    say("sent", r);
     Ok(())
 }
 

@@ -1,12 +1,12 @@
 //! Benchmarks. Each compares apptag with the tool a user would otherwise pick, on the same
 //! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
 mod attribution;
-
-use anyhow::{Result, bail};
-use clap::ValueEnum;
-
+mod capture;
 mod pcapng;
 mod report;
+
+use anyhow::Result;
+use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Name {
@@ -25,6 +25,6 @@ pub fn run(name: Name, args: &[String]) -> Result<()> {
         Name::Attribution => attribution::run(args),
         Name::Pcapng => pcapng::run(args),
         Name::Report => report::run(args),
-        other => bail!("benchmark {other:?} is not written yet"),
+        Name::Capture => capture::run(args),
     }
 }
