@@ -74,12 +74,26 @@ impl Rng {
 #[test]
 fn damaged_bytes_never_panic() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    for name in [
-        "http-pipelined-requests.pcap",
-        "ipv6-fragmented-dns.pcap",
-        "ftp-ipv6.pcap",
-    ] {
-        let clean = std::fs::read(capture(name)).unwrap();
+    let dir = std::env::temp_dir().join(format!("apptag-report-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A pcapng too (made by editcap), so both readers meet damage.
+    let ng = dir.join("ftp-ipv4.pcapng");
+    let st = Command::new("editcap")
+        .args(["-F", "pcapng"])
+        .arg(capture("ftp-ipv4.pcap"))
+        .arg(&ng)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let inputs = [
+        capture("http-pipelined-requests.pcap"),
+        capture("ipv6-fragmented-dns.pcap"),
+        capture("ftp-ipv6.pcap"),
+        ng,
+    ];
+    for path in &inputs {
+        let name = path.display().to_string();
+        let clean = std::fs::read(path).unwrap();
         for round in 0..300 {
             let mut data = clean.clone();
             // A few random bytes changed; every tenth round also cut short.
@@ -91,10 +105,11 @@ fn damaged_bytes_never_panic() {
                 let n = (rng.next() as usize) % data.len();
                 data.truncate(n);
             }
-            if let Ok(r) = analyze_bytes(&data, name, Options { flows: true }) {
+            if let Ok(r) = analyze_bytes(&data, &name, Options { flows: true }) {
                 let sum: u64 = r.applications.iter().map(|a| a.bytes).sum();
                 assert_eq!(sum, r.totals.bytes, "{name} round {round}");
             }
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
