@@ -10,7 +10,8 @@ use std::{
 
 use apptag::{
     model::{
-        AppRecord, Direction, InterfaceInfo, Packet, ProcessInfo, Provenance, SocketRecord, proto,
+        AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, ProcessInfo, Provenance,
+        SocketRecord, proto,
     },
     pcapng::{SectionInfo, Writer},
     report::{Options, analyze},
@@ -388,6 +389,19 @@ fn build(name: &str) -> Built {
         0,
         (unattr, Some("not IP (no addresses or ports to match)"), 0),
     );
+    w.write_interface_stats(
+        0,
+        &InterfaceStats {
+            start_ns: BASE,
+            end_ns: t(100),
+            received: 70,
+            if_dropped: 1,
+            os_dropped: 2,
+            delivered: 67,
+            filter_accepted: 70,
+        },
+    )
+    .unwrap();
     w.write_app_records(&apps_final, true).unwrap();
     w.flush().unwrap();
     drop(w);
@@ -441,6 +455,11 @@ fn report_attributes_packets_to_applications() {
     let r = analyze(&b.file, Options { flows: true }).unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert!(r.process_info);
+    let c = r.capture.as_ref().expect("statistics block");
+    assert_eq!(
+        (c.received, c.if_dropped, c.os_dropped, c.delivered),
+        (70, 1, 2, 67)
+    );
     // The transit UDP packet carries no direction and touches no local address.
     assert_eq!(r.direction, "guessed");
     // Totals: the real packets tshark sees.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
-    model::{AppRecord, Direction, Packet, ProcessInfo, proto},
+    model::{AppRecord, Direction, InterfaceStats, Packet, ProcessInfo, proto},
     pcapng::AppTable,
 };
 
@@ -368,6 +368,9 @@ pub struct Aggregator {
     linktypes: Vec<u16>,
     /// Every interface's link type, over all sections (for the report).
     all_linktypes: Vec<u16>,
+    section: u32,
+    /// The last statistics block of each (section, interface): counters are cumulative.
+    pub interface_stats: FxHashMap<(u32, u32), InterfaceStats>,
     pub lines: Vec<Line>,
     unattributed: [Option<LineId>; 5],
     /// pid -> (process start time, line), several when a pid was reused.
@@ -396,6 +399,8 @@ impl Aggregator {
         let mut agg = Self {
             linktypes: Vec::new(),
             all_linktypes: Vec::new(),
+            section: 0,
+            interface_stats: FxHashMap::default(),
             lines: Vec::new(),
             unattributed: [None; 5],
             pid_lines: FxHashMap::default(),
@@ -525,6 +530,13 @@ impl Aggregator {
     /// A new pcapng section: its interfaces are numbered from 0 again.
     pub fn new_section(&mut self) {
         self.linktypes.clear();
+        self.section += 1;
+    }
+
+    /// An Interface Statistics Block: the capture's own counters (drops).
+    pub fn interface_stats(&mut self, interface: u32, stats: InterfaceStats) {
+        self.interface_stats
+            .insert((self.section, interface), stats);
     }
 
     /// Link types of every interface seen, over all sections.

@@ -138,6 +138,9 @@ fn run(
             }
             Ok(Record::Interface(i)) => agg.interface(i.linktype),
             Ok(Record::Section) => agg.new_section(),
+            Ok(Record::InterfaceStats { interface, stats }) => {
+                agg.interface_stats(interface, stats)
+            }
             Ok(_) => {}
             // Structural damage ends the stream (the reader returns None next); a damaged
             // block content is skipped and reading goes on.

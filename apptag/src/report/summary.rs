@@ -27,6 +27,9 @@ pub struct Report {
     /// addresses) or "guessed" (the end that opened each flow is taken as this host).
     pub direction: &'static str,
     pub totals: Totals,
+    /// What the capture itself counted (pcapng statistics blocks), if the file has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureStats>,
     /// Applications and unattributed traffic, most bytes first (top talkers).
     pub applications: Vec<Application>,
     /// Every flow, only with `--flows` (there can be millions).
@@ -53,6 +56,20 @@ pub struct Totals {
     pub first_ns: u64,
     pub last_ns: u64,
     pub duration_s: f64,
+}
+
+/// Sums of the last statistics block of every interface.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CaptureStats {
+    pub interfaces: u64,
+    /// Packets the kernel received for the capture.
+    pub received: u64,
+    /// Dropped by the interface or driver.
+    pub if_dropped: u64,
+    /// Dropped by the OS (ring full).
+    pub os_dropped: u64,
+    /// Delivered to the capture program.
+    pub delivered: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -391,6 +408,17 @@ impl Report {
                 "guessed"
             },
             totals,
+            capture: (!agg.interface_stats.is_empty()).then(|| {
+                let mut c = CaptureStats::default();
+                for st in agg.interface_stats.values() {
+                    c.interfaces += 1;
+                    c.received += st.received;
+                    c.if_dropped += st.if_dropped;
+                    c.os_dropped += st.os_dropped;
+                    c.delivered += st.delivered;
+                }
+                c
+            }),
             applications: apps,
             conversations,
             problems,

@@ -51,6 +51,13 @@ pub fn render(r: &Report) -> String {
             format_time(t.last_ns)
         );
     }
+    if let Some(c) = &r.capture {
+        let _ = writeln!(
+            o,
+            "capture: {} received, {} dropped by the kernel, {} by the interface, {} delivered",
+            c.received, c.os_dropped, c.if_dropped, c.delivered
+        );
+    }
     if !r.process_info {
         let _ = writeln!(
             o,
