@@ -421,6 +421,14 @@ impl SocketTable {
             tl.retain(|(_, c)| socks.contains_key(c));
             !tl.is_empty()
         });
+        // Processes no remaining socket names are gone for good: the merge keeps its own
+        // copy of every process it wrote.
+        let live: std::collections::HashSet<ProcKey> = self
+            .socks
+            .values()
+            .flat_map(|s| s.owners.iter().map(|o| o.proc))
+            .collect();
+        self.procs.retain(|k| live.contains(&k));
         dead.len()
     }
 }
