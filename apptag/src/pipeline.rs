@@ -137,6 +137,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     let started = Instant::now();
     let mut merge = Merge {
         sockets: HashMap::new(),
+        procs: HashMap::new(),
         summary: Summary::default(),
         linktypes: infos.iter().map(|i| u32::from(i.linktype)).collect(),
         loopback,
@@ -183,11 +184,13 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         }
         if last_apps.elapsed() >= cfg.app_interval {
             last_apps = Instant::now();
-            let apps = merge.apps(attributor.table());
+            let apps = merge.apps();
             out.periodic(&apps)?;
         }
         merge.summary.queue_dropped = queue_dropped.load(Ordering::Relaxed);
-        status.update(&merge.summary, &merge.apps_top(attributor.table()));
+        if status.due() {
+            status.update(&merge.summary, &merge.apps_top());
+        }
     }
     for t in threads.threads {
         let _ = t.join();
@@ -196,7 +199,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     let qd = queue_dropped.load(Ordering::Relaxed);
     merge.summary.queue_dropped = qd;
     merge.summary.kernel_dropped = captures.iter().map(|c| c.stats().os_dropped).sum();
-    let apps = merge.apps(attributor.table());
+    let apps = merge.apps();
     out.close(&apps, &captures, qd)?;
     if let Some(k) = attributor.kernel_stats()
         && k.ringbuf_full > 0
@@ -472,6 +475,9 @@ fn start_threads(
 struct Merge {
     /// Per socket: what was seen on it, and which process it belongs to.
     sockets: HashMap<u64, (SocketRecord, ProcKey)>,
+    /// The processes those sockets belong to, copied when first seen: the attribution
+    /// tables forget exited processes, the file's records must not.
+    procs: HashMap<ProcKey, crate::model::ProcessInfo>,
     summary: Summary,
     linktypes: Vec<u32>,
     loopback: Vec<bool>,
@@ -497,10 +503,11 @@ impl Merge {
                 return Ok(());
             }
             if out.due() {
-                let apps = self.apps(a.table());
+                let apps = self.apps();
                 let qd = self.summary.queue_dropped;
                 // The next file describes only its own packets.
                 self.sockets.clear();
+                self.procs.clear();
                 if !out.rotate(&apps, captures, qd)? {
                     return Ok(());
                 }
@@ -573,6 +580,11 @@ impl Merge {
         sent: bool,
         table: &SocketTable,
     ) {
+        if !self.procs.contains_key(&t.proc)
+            && let Some(p) = table.processes().get(t.proc)
+        {
+            self.procs.insert(t.proc, p.clone());
+        }
         let (rec, _) = self.sockets.entry(t.cookie).or_insert_with(|| {
             let owner = table.socket(t.cookie).and_then(|s| s.owner_at(ts).copied());
             (
@@ -608,10 +620,10 @@ impl Merge {
     }
 
     /// Groups sockets by process into application records.
-    fn apps(&self, table: &SocketTable) -> Vec<AppRecord> {
+    fn apps(&self) -> Vec<AppRecord> {
         let mut by_app: HashMap<(String, String), AppRecord> = HashMap::new();
         for (rec, proc) in self.sockets.values() {
-            let info = table.processes().get(*proc);
+            let info = self.procs.get(proc);
             let name = info.map_or_else(|| format!("pid {}", proc.pid), |p| p.name.clone());
             let exe = info.map(|p| p.exe.clone()).unwrap_or_default();
             let app = by_app
@@ -641,12 +653,12 @@ impl Merge {
     }
 
     /// (name, bytes) of the busiest applications, for the status line.
-    fn apps_top(&self, table: &SocketTable) -> Vec<(String, u64)> {
+    fn apps_top(&self) -> Vec<(String, u64)> {
         let mut m: HashMap<String, u64> = HashMap::new();
         for (rec, proc) in self.sockets.values() {
-            let name = table
-                .processes()
-                .get(*proc)
+            let name = self
+                .procs
+                .get(proc)
                 .map_or_else(|| proc.pid.to_string(), |p| p.name.clone());
             *m.entry(name).or_default() += rec.bytes_in + rec.bytes_out;
         }

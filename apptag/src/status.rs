@@ -20,8 +20,13 @@ impl StatusLine {
         }
     }
 
+    /// Whether a redraw is due (callers skip computing the line otherwise).
+    pub fn due(&self) -> bool {
+        self.enabled && self.last.elapsed() >= Duration::from_millis(500)
+    }
+
     pub fn update(&mut self, s: &Summary, top: &[(String, u64)]) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(500) {
+        if !self.due() {
             return;
         }
         self.last = Instant::now();

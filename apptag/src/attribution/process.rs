@@ -136,6 +136,19 @@ impl ProcessTable {
             .or_else(|| list.first())
     }
 
+    /// Keeps only the processes `keep` says are still referenced.
+    pub fn retain(&mut self, mut keep: impl FnMut(ProcKey) -> bool) {
+        self.by_pid.retain(|&pid, list| {
+            list.retain(|p| {
+                keep(ProcKey {
+                    pid,
+                    start_ns: p.start_ns,
+                })
+            });
+            !list.is_empty()
+        });
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &ProcessInfo> {
         self.by_pid.values().flatten()
     }

@@ -392,12 +392,18 @@ impl SocketTable {
     }
 
     /// Forgets sockets closed more than `keep_ns` before `now_ns`, and their index entries.
+    /// Also forgets sockets that never showed an inet family for that long: the send/recv
+    /// tracepoints report every socket (unix, netlink...), and those never get a close event
+    /// from the inet-only release hook, so a long-running sensor would otherwise grow
+    /// without bound.
     pub fn gc(&mut self, now_ns: u64, keep_ns: u64) -> usize {
         let cutoff = now_ns.saturating_sub(keep_ns);
         let dead: Vec<u64> = self
             .socks
             .values()
-            .filter(|s| s.closed_ns.is_some_and(|c| c < cutoff))
+            .filter(|s| {
+                s.closed_ns.is_some_and(|c| c < cutoff) || (s.family == 0 && s.created_ns < cutoff)
+            })
             .map(|s| s.cookie)
             .collect();
         if dead.is_empty() {
@@ -415,6 +421,14 @@ impl SocketTable {
             tl.retain(|(_, c)| socks.contains_key(c));
             !tl.is_empty()
         });
+        // Processes no remaining socket names are gone for good: the merge keeps its own
+        // copy of every process it wrote.
+        let live: std::collections::HashSet<ProcKey> = self
+            .socks
+            .values()
+            .flat_map(|s| s.owners.iter().map(|o| o.proc))
+            .collect();
+        self.procs.retain(|k| live.contains(&k));
         dead.len()
     }
 }
@@ -492,6 +506,25 @@ mod tests {
             t.lookup(&ends(53), Direction::Outbound, at(s + 8_000_000_000))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn gc_drops_closed_and_non_inet_sockets_but_keeps_live_ones() {
+        let clock = BootClock::new();
+        let mut t = SocketTable::new(clock);
+        t.apply(&ev(kind::BIND, 1, 4_000_000_104, 1_000));
+        let mut unix = ev(kind::SEND, 2, 4_000_000_104, 1_000);
+        unix.family = 0;
+        unix.protocol = 0;
+        t.apply(&unix);
+        let mut close = ev(kind::CLOSE, 3, 4_000_000_104, 1_000);
+        close.task_valid = 0;
+        t.apply(&ev(kind::BIND, 3, 4_000_000_104, 900));
+        t.apply(&close);
+        let later = clock.to_epoch_ns(1_000) + 200_000_000_000;
+        assert_eq!(t.gc(later, 120_000_000_000), 2);
+        assert!(t.socket(1).is_some(), "a live inet socket is kept");
+        assert!(t.socket(2).is_none() && t.socket(3).is_none());
     }
 
     #[test]
