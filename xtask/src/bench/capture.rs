@@ -611,6 +611,8 @@ pub fn run(args: &[String]) -> Result<()> {
         "apptag",
         "--example",
         "capture_rate",
+        "--bin",
+        "apptag",
     ]))?;
     let dir = std::env::temp_dir().join(format!("apptag-bench-capture-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
