@@ -6,6 +6,7 @@
 
 pub mod attribution;
 pub mod capture;
+pub mod dissect;
 pub mod model;
 pub mod pcapng;
 pub mod pipeline;

@@ -19,7 +19,7 @@ use std::{
 use crate::{
     attribution::{
         AttributionError, Attributor, Mode,
-        flow::{icmp_quoted, l3_payload, packet_ends},
+        flow::{icmp_quoted, packet_ends},
         process::ProcKey,
         table::SocketTable,
     },
@@ -139,7 +139,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         sockets: HashMap::new(),
         procs: HashMap::new(),
         summary: Summary::default(),
-        linktypes: infos.iter().map(|i| u32::from(i.linktype)).collect(),
+        linktypes: infos.iter().map(|i| i.linktype).collect(),
         loopback,
     };
     let mut queue: VecDeque<Batch> = VecDeque::new();
@@ -479,7 +479,7 @@ struct Merge {
     /// tables forget exited processes, the file's records must not.
     procs: HashMap<ProcKey, crate::model::ProcessInfo>,
     summary: Summary,
-    linktypes: Vec<u32>,
+    linktypes: Vec<u16>,
     loopback: Vec<bool>,
 }
 
@@ -526,7 +526,7 @@ impl Merge {
             let mut tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
             if tag.is_none()
                 && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
-                && let Some(quoted) = l3_payload(linktype, data).and_then(icmp_quoted)
+                && let Some(quoted) = icmp_quoted(linktype, data)
             {
                 // An ICMP error belongs to the socket that sent the datagram it quotes.
                 tag = a.table().lookup(&quoted, Direction::Outbound, ts);

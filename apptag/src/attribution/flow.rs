@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
+use crate::dissect::{Dissected, dissect, linktype};
+
 /// An address in canonical (IPv4-mapped) 16-byte form.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Addr(pub [u8; 16]);
@@ -150,172 +152,45 @@ impl PacketEnds {
     }
 }
 
-pub const LINKTYPE_NULL: u32 = 0;
-pub const LINKTYPE_ETHERNET: u32 = 1;
-pub const LINKTYPE_RAW: u32 = 101;
-pub const LINKTYPE_LINUX_SLL: u32 = 113;
-pub const LINKTYPE_IPV4: u32 = 228;
-pub const LINKTYPE_IPV6: u32 = 229;
-pub const LINKTYPE_LINUX_SLL2: u32 = 276;
-
-/// Finds the IP 5-tuple of a captured frame. Only as much parsing as attribution needs; it
-/// runs on every packet, so it never allocates.
-pub fn packet_ends(linktype: u32, frame: &[u8]) -> Option<PacketEnds> {
-    ip_ends(l3_payload(linktype, frame)?)
+/// The IP 5-tuple of a captured frame, from the shared dissector. Runs on every packet;
+/// nothing is allocated.
+pub fn packet_ends(linktype: u16, frame: &[u8]) -> Option<PacketEnds> {
+    ends_of(&dissect(linktype, frame))
 }
 
-/// The network-layer (IPv4/IPv6) bytes of a frame; None for other protocols.
-pub fn l3_payload(linktype: u32, frame: &[u8]) -> Option<&[u8]> {
-    let (ethertype, l3) = match linktype {
-        LINKTYPE_ETHERNET => {
-            let mut et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-            let mut off = 14;
-            // 802.1Q / 802.1ad tags.
-            while et == 0x8100 || et == 0x88a8 {
-                et = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
-                off += 4;
-            }
-            (et, frame.get(off..)?)
-        }
-        LINKTYPE_LINUX_SLL => (
-            u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]),
-            frame.get(16..)?,
-        ),
-        LINKTYPE_LINUX_SLL2 => (
-            u16::from_be_bytes([*frame.first()?, *frame.get(1)?]),
-            frame.get(20..)?,
-        ),
-        LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => match frame.first()? >> 4 {
-            4 => (0x0800, frame),
-            6 => (0x86dd, frame),
-            _ => return None,
-        },
-        LINKTYPE_NULL => {
-            let fam = u32::from_ne_bytes(frame.get(..4)?.try_into().ok()?);
-            let et = match fam {
-                2 => 0x0800,
-                10 | 24 | 28 | 30 => 0x86dd,
-                _ => return None,
-            };
-            (et, frame.get(4..)?)
-        }
-        _ => return None,
-    };
-    matches!(ethertype, 0x0800 | 0x86dd).then_some(l3)
-}
-
-fn ip_ends(l3: &[u8]) -> Option<PacketEnds> {
-    match l3.first()? >> 4 {
-        4 => ipv4(l3),
-        6 => ipv6(l3),
-        _ => None,
+fn ends_of(d: &Dissected<'_>) -> Option<PacketEnds> {
+    if !d.is_ip() {
+        return None;
     }
+    let (src_port, dst_port) = if d.has_ports() {
+        (d.src_port, d.dst_port)
+    } else {
+        (0, 0)
+    };
+    Some(PacketEnds {
+        src: Addr::from_ip(d.src),
+        src_port,
+        dst: Addr::from_ip(d.dst),
+        dst_port,
+        protocol: d.protocol,
+    })
 }
 
 /// An ICMP error (destination unreachable, time exceeded, parameter problem, packet too
 /// big) quotes the header of the datagram that caused it; that datagram's sender is the
 /// local socket the error belongs to.
-pub fn icmp_quoted(l3: &[u8]) -> Option<PacketEnds> {
-    let quoted = match l3.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(l3[0] & 0x0f) * 4;
-            if *l3.get(9)? != 1 {
-                return None;
-            }
-            let icmp = l3.get(ihl..)?;
-            if !matches!(icmp.first()?, 3 | 11 | 12) {
-                return None;
-            }
-            icmp.get(8..)?
-        }
-        6 => {
-            if *l3.get(6)? != 58 {
-                return None;
-            }
-            let icmp = l3.get(40..)?;
-            if !matches!(icmp.first()?, 1..=4) {
-                return None;
-            }
-            icmp.get(8..)?
-        }
-        _ => return None,
+pub fn icmp_quoted(linktype: u16, frame: &[u8]) -> Option<PacketEnds> {
+    let d = dissect(linktype, frame);
+    let (kind, _) = d.icmp?;
+    let error = match d.protocol {
+        1 => matches!(kind, 3 | 11 | 12),
+        58 => matches!(kind, 1..=4),
+        _ => false,
     };
-    ip_ends(quoted)
-}
-
-fn ports(proto: u8, l4: &[u8]) -> (u16, u16) {
-    match proto {
-        6 | 17 | 132 | 136 if l4.len() >= 4 => (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-        ),
-        _ => (0, 0),
-    }
-}
-
-fn ipv4(p: &[u8]) -> Option<PacketEnds> {
-    if p.len() < 20 || p[0] >> 4 != 4 {
+    if !error {
         return None;
     }
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let proto = p[9];
-    let frag_off = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
-    let (sp, dp) = if frag_off == 0 {
-        ports(proto, p.get(ihl..).unwrap_or(&[]))
-    } else {
-        (0, 0)
-    };
-    Some(PacketEnds {
-        src: Addr::from_v4([p[12], p[13], p[14], p[15]]),
-        dst: Addr::from_v4([p[16], p[17], p[18], p[19]]),
-        src_port: sp,
-        dst_port: dp,
-        protocol: proto,
-    })
-}
-
-fn ipv6(p: &[u8]) -> Option<PacketEnds> {
-    if p.len() < 40 || p[0] >> 4 != 6 {
-        return None;
-    }
-    let mut next = p[6];
-    let mut off = 40;
-    // Hop-by-hop, routing, destination options and fragment headers.
-    for _ in 0..8 {
-        match next {
-            0 | 43 | 60 => {
-                let len = (usize::from(*p.get(off + 1)?) + 1) * 8;
-                next = *p.get(off)?;
-                off += len;
-            }
-            44 => {
-                let frag = u16::from_be_bytes([*p.get(off + 2)?, *p.get(off + 3)?]) & 0xfff8;
-                next = *p.get(off)?;
-                off += 8;
-                if frag != 0 {
-                    off = usize::MAX;
-                    break;
-                }
-            }
-            _ => break,
-        }
-    }
-    let (sp, dp) = if off == usize::MAX {
-        (0, 0)
-    } else {
-        ports(next, p.get(off..).unwrap_or(&[]))
-    };
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&p[8..24]);
-    dst.copy_from_slice(&p[24..40]);
-    Some(PacketEnds {
-        src: Addr(src),
-        dst: Addr(dst),
-        src_port: sp,
-        dst_port: dp,
-        protocol: next,
-    })
+    ends_of(&dissect(linktype::RAW, d.payload))
 }
 
 #[cfg(test)]
@@ -347,11 +222,11 @@ mod tests {
         outer[9] = 1;
         outer[20] = 3;
         outer.extend_from_slice(&inner);
-        let q = icmp_quoted(&outer).expect("quoted datagram");
+        let q = icmp_quoted(linktype::RAW, &outer).expect("quoted datagram");
         assert_eq!((q.src_port, q.dst_port, q.protocol), (4000, 53, 17));
         // An echo request quotes nothing.
         outer[20] = 8;
-        assert!(icmp_quoted(&outer).is_none());
+        assert!(icmp_quoted(linktype::RAW, &outer).is_none());
     }
 
     #[test]
@@ -364,9 +239,9 @@ mod tests {
         f[14 + 16..14 + 20].copy_from_slice(&[127, 0, 0, 2]);
         f[34..36].copy_from_slice(&1234u16.to_be_bytes());
         f[36..38].copy_from_slice(&53u16.to_be_bytes());
-        let e = packet_ends(LINKTYPE_ETHERNET, &f).unwrap();
+        let e = packet_ends(linktype::ETHERNET, &f).unwrap();
         assert_eq!((e.src_port, e.dst_port, e.protocol), (1234, 53, 17));
         assert_eq!(e.dst.to_string(), "127.0.0.2");
-        assert!(packet_ends(LINKTYPE_ETHERNET, &f[..20]).is_none());
+        assert!(packet_ends(linktype::ETHERNET, &f[..20]).is_none());
     }
 }

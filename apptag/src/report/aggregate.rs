@@ -10,10 +10,8 @@ use crate::{
     pcapng::AppTable,
 };
 
-use super::{
-    dissect::{self, Dissected, Fragment},
-    payload,
-};
+use super::payload;
+use crate::dissect::{self, Dissected, Fragment};
 
 /// Why traffic could not be given to an application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

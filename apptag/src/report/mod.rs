@@ -5,7 +5,6 @@
 //! [`extract`] writes one application's packets to a new file.
 pub mod aggregate;
 pub mod cli;
-pub mod dissect;
 pub mod extract;
 pub mod payload;
 pub mod pcap;

@@ -1,12 +1,13 @@
-//! Packet dissection for the report: link layer -> IPv4/IPv6 -> TCP/UDP/UDPLite/ICMP, by
-//! slicing the captured bytes in place. Nothing is copied or allocated; a packet that ends
+//! Packet dissection, shared by the live sensor (which socket a packet belongs to) and the
+//! report: link layer -> IPv4/IPv6 -> TCP/UDP/UDPLite/ICMP, by slicing the captured bytes
+//! in place. Nothing is copied or allocated; a packet that ends
 //! early or has odd fields yields whatever layers could be read, never an error, because a
 //! damaged packet must still be counted.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::model::{Direction, proto};
 
-/// Link types (LINKTYPE_*) the report understands.
+/// Link types (LINKTYPE_*) understood.
 pub mod linktype {
     pub const NULL: u16 = 0;
     pub const ETHERNET: u16 = 1;
