@@ -179,14 +179,20 @@ fn capture(a: CaptureArgs) -> Result<()> {
     let stop = stop_flag()?;
     log::info!("writing {}", cfg.output.display());
     let s = apptag::pipeline::run(&cfg, stop)?;
+    // tcpdump's wording, so scripts and benchmarks that read tcpdump read apptag too.
+    eprintln!("{} packets captured", s.written);
     eprintln!(
-        "{} packets captured, {} written ({}), {} dropped by the kernel, {} dropped in apptag, \
-         {:.1}% attributed to a process",
-        s.captured,
-        s.written,
+        "{} packets received by filter",
+        s.captured + s.queue_dropped
+    );
+    eprintln!("{} packets dropped by kernel", s.kernel_dropped);
+    eprintln!(
+        "{} packets dropped by apptag (the writer fell behind)",
+        s.queue_dropped
+    );
+    eprintln!(
+        "{} written, {:.1}% of packets attributed to a process",
         apptag::status::human_bytes(s.bytes),
-        s.kernel_dropped,
-        s.queue_dropped,
         apptag::status::share(s.attributed, s.captured)
     );
     Ok(())

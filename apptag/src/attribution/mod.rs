@@ -31,6 +31,10 @@ use crate::{
     sys::BootClock,
 };
 
+/// An unknown flow is looked for again after this long.
+const RETRY_UNKNOWN_FLOW_NS: u64 = 10_000_000_000;
+const MAX_TRIED_FLOWS: usize = 100_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AttributionError {
     #[error(transparent)]
@@ -61,6 +65,8 @@ pub struct Attributor {
     fallback_rx: Receiver<Vec<(sockdiag::DiagSocket, Option<u32>)>>,
     fallback_pending: bool,
     pub misses: u64,
+    /// Unknown flows already looked for, with when to look again.
+    tried: rustc_hash::FxHashMap<Tuple, u64>,
     pub fallback_runs: u64,
     last_gc: Instant,
 }
@@ -108,6 +114,7 @@ impl Attributor {
             fallback_rx: res_rx,
             fallback_pending: false,
             misses: 0,
+            tried: Default::default(),
             fallback_runs: 0,
             last_gc: Instant::now(),
         };
@@ -177,8 +184,17 @@ impl Attributor {
         let t = self.table.lookup(ends, dir, ts_ns);
         if t.is_none() && is_local_candidate(ends) {
             self.misses += 1;
-            if !self.fallback_pending && self.fallback_tx.send(()).is_ok() {
-                self.fallback_pending = true;
+            // One scan per new unknown flow, not one per packet: a flood from a socketless
+            // sender (AF_PACKET, another host) would otherwise keep the scanner busy.
+            let flow = ends.as_sender();
+            let retry_after = self.tried.get(&flow).copied();
+            if retry_after.is_none_or(|t| ts_ns >= t) {
+                if self.tried.len() >= MAX_TRIED_FLOWS {
+                    self.tried.clear();
+                }
+                self.tried
+                    .insert(flow, ts_ns.saturating_add(RETRY_UNKNOWN_FLOW_NS));
+                self.request_scan();
             }
         }
         t
