@@ -183,13 +183,9 @@ fn capture(a: CaptureArgs) -> Result<()> {
     eprintln!("{} packets captured", s.written);
     eprintln!(
         "{} packets received by filter",
-        s.captured + s.queue_dropped
+        s.captured + s.kernel_dropped
     );
     eprintln!("{} packets dropped by kernel", s.kernel_dropped);
-    eprintln!(
-        "{} packets dropped by apptag (the writer fell behind)",
-        s.queue_dropped
-    );
     eprintln!(
         "{} written, {:.1}% of packets attributed to a process",
         apptag::status::human_bytes(s.bytes),

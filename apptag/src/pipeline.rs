@@ -1,8 +1,11 @@
 //! The live sensor: capture threads -> bounded queues -> one merge/write thread.
 //!
-//! Capture threads (one per fanout member) copy each ring block's packets into a batch and
-//! hand it over a bounded channel; a full channel drops the batch and counts it, so a slow
-//! disk never stalls the kernel rings silently. The merge thread holds packets for a short
+//! Capture threads (one per fanout member) copy ring packets into batches of at most
+//! `BATCH_BYTES` and hand them over a bounded channel. When the writer falls behind, the
+//! channel fills and the capture threads wait, so the kernel rings (hundreds of MiB) absorb
+//! the burst; only when they are full too does the kernel drop, and it counts every drop
+//! (PACKET_STATISTICS), which goes into the file's interface statistics. Nothing is lost
+//! silently and memory stays bounded. The merge thread holds packets for a short
 //! window so that the kernel events describing their sockets (which can arrive just after
 //! an ingress packet) are applied before the packet is tagged, then writes the pcapng.
 use std::{
@@ -10,8 +13,8 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{self, SyncSender, TrySendError},
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, SyncSender},
     },
     time::{Duration, Instant},
 };
@@ -31,8 +34,10 @@ use crate::{
 
 /// Packets are tagged only once they are this old, so late socket events are applied first.
 const MERGE_DELAY_NS: u64 = 100_000_000;
-/// Batches in flight between a capture thread and the writer.
-const QUEUE_BATCHES: usize = 512;
+/// Batches in flight between the capture threads and the writer (at most
+/// QUEUE_BATCHES x BATCH_BYTES of packet data).
+const QUEUE_BATCHES: usize = 64;
+const BATCH_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -76,7 +81,6 @@ pub struct Summary {
     pub written: u64,
     pub attributed: u64,
     pub kernel_dropped: u64,
-    pub queue_dropped: u64,
     pub bytes: u64,
 }
 
@@ -88,11 +92,47 @@ struct Batch {
 }
 
 impl Batch {
+    fn new(iface: u32) -> Self {
+        Self {
+            iface,
+            data: Vec::with_capacity(256 * 1024),
+            pkts: Vec::with_capacity(2048),
+        }
+    }
+
     fn push(&mut self, p: &Packet<'_>) {
         let off = self.data.len() as u32;
         self.data.extend_from_slice(p.data);
         self.pkts
             .push((p.ts_ns, p.orig_len, off, p.data.len() as u32, p.direction));
+    }
+}
+
+/// A capture thread's side of the queue.
+struct Feeder {
+    batch: Batch,
+    tx: SyncSender<Batch>,
+    /// The writer is gone (an output error ended the capture).
+    gone: bool,
+}
+
+impl Feeder {
+    fn push(&mut self, p: &Packet<'_>) {
+        self.batch.push(p);
+        if self.batch.data.len() >= BATCH_BYTES {
+            self.send();
+        }
+    }
+
+    /// Hands the batch over, waiting while the writer is behind: the kernel ring buffers
+    /// meanwhile, and counts what it cannot hold.
+    fn send(&mut self) {
+        if self.batch.pkts.is_empty() || self.gone {
+            return;
+        }
+        let iface = self.batch.iface;
+        let full = std::mem::replace(&mut self.batch, Batch::new(iface));
+        self.gone = self.tx.send(full).is_err();
     }
 }
 
@@ -131,9 +171,8 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         // keeps only the incoming copy: attribute it to its sender first.
         .map(|i| crate::capture::iface::lookup(&i.name).is_ok_and(|i| i.is_loopback()))
         .collect();
-    let queue_dropped = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
-    let threads = start_threads(&mut captures, tx, queue_dropped.clone())?;
+    let threads = start_threads(&mut captures, tx)?;
     let started = Instant::now();
     let mut merge = Merge {
         sockets: HashMap::new(),
@@ -187,7 +226,6 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
             let apps = merge.apps();
             out.periodic(&apps)?;
         }
-        merge.summary.queue_dropped = queue_dropped.load(Ordering::Relaxed);
         if status.due() {
             status.update(&merge.summary, &merge.apps_top());
         }
@@ -196,11 +234,9 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         let _ = t.join();
     }
     status.clear();
-    let qd = queue_dropped.load(Ordering::Relaxed);
-    merge.summary.queue_dropped = qd;
     merge.summary.kernel_dropped = captures.iter().map(|c| c.stats().os_dropped).sum();
     let apps = merge.apps();
-    out.close(&apps, &captures, qd)?;
+    out.close(&apps, &captures)?;
     if let Some(k) = attributor.kernel_stats()
         && k.ringbuf_full > 0
     {
@@ -259,7 +295,6 @@ struct Output {
     opened_ns: u64,
     /// Capture counters at the start of the current file, per interface.
     stats_base: Vec<InterfaceStats>,
-    queue_dropped_base: u64,
     /// -G with -W reached its last file.
     finished: bool,
 }
@@ -279,7 +314,6 @@ impl Output {
             opened: Instant::now(),
             opened_ns: crate::sys::now_ns(),
             stats_base: vec![InterfaceStats::default(); interfaces.len()],
-            queue_dropped_base: 0,
             finished: false,
         })
     }
@@ -313,7 +347,6 @@ impl Output {
         &mut self,
         apps: &[AppRecord],
         captures: &[Capture],
-        queue_dropped: u64,
     ) -> Result<(), PipelineError> {
         self.writer
             .write_app_records(apps, true)
@@ -322,7 +355,7 @@ impl Output {
         for (i, c) in captures.iter().enumerate() {
             let now = c.stats();
             let base = self.stats_base.get(i).copied().unwrap_or_default();
-            let mut s = InterfaceStats {
+            let s = InterfaceStats {
                 start_ns: self.opened_ns,
                 end_ns,
                 received: now.received.saturating_sub(base.received),
@@ -331,11 +364,6 @@ impl Output {
                 delivered: now.delivered.saturating_sub(base.delivered),
                 filter_accepted: now.filter_accepted.saturating_sub(base.filter_accepted),
             };
-            // Packets apptag itself could not take in time are a loss too: the file's
-            // statistics must show every loss.
-            if i == 0 {
-                s.os_dropped += queue_dropped.saturating_sub(self.queue_dropped_base);
-            }
             if let Some(b) = self.stats_base.get_mut(i) {
                 *b = now;
             }
@@ -343,18 +371,12 @@ impl Output {
                 .write_interface_stats(i as u32, &s)
                 .map_err(|e| self.err(e))?;
         }
-        self.queue_dropped_base = queue_dropped;
         self.writer.flush().map_err(|e| self.err(e))
     }
 
     /// Closes the current file and opens the next. Returns false when -G/-W says stop.
-    fn rotate(
-        &mut self,
-        apps: &[AppRecord],
-        captures: &[Capture],
-        queue_dropped: u64,
-    ) -> Result<bool, PipelineError> {
-        self.finish_file(apps, captures, queue_dropped)?;
+    fn rotate(&mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<bool, PipelineError> {
+        self.finish_file(apps, captures)?;
         let next = self.seq + 1;
         if self.rotation.max_bytes.is_none() && self.rotation.max_files.is_some_and(|w| next >= w) {
             self.finished = true;
@@ -370,13 +392,8 @@ impl Output {
         Ok(true)
     }
 
-    fn close(
-        mut self,
-        apps: &[AppRecord],
-        captures: &[Capture],
-        queue_dropped: u64,
-    ) -> Result<(), PipelineError> {
-        self.finish_file(apps, captures, queue_dropped)
+    fn close(mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<(), PipelineError> {
+        self.finish_file(apps, captures)
     }
 }
 
@@ -420,7 +437,6 @@ pub fn file_name(base: &std::path::Path, seq: u32, rotation: &Rotation) -> PathB
 fn start_threads(
     captures: &mut [Capture],
     tx: SyncSender<Batch>,
-    dropped: Arc<AtomicU64>,
 ) -> Result<CaptureThreads, PipelineError> {
     let mut stops = Vec::new();
     let mut threads = Vec::new();
@@ -428,39 +444,27 @@ fn start_threads(
         stops.push(c.stop_handle());
         for mut reader in c.take_readers() {
             let tx = tx.clone();
-            let dropped = dropped.clone();
             let t = std::thread::Builder::new()
                 .name(format!("apptag-cap{iface}"))
                 .spawn(move || {
-                    let new_batch = || Batch {
-                        iface: iface as u32,
-                        data: Vec::with_capacity(256 * 1024),
-                        pkts: Vec::with_capacity(1024),
+                    let mut feed = Feeder {
+                        batch: Batch::new(iface as u32),
+                        tx,
+                        gone: false,
                     };
-                    let mut batch = new_batch();
                     loop {
                         let stopped = reader.is_stopped();
                         let r = if stopped {
-                            Ok(reader.flush(|p| batch.push(p)))
+                            Ok(reader.flush(|p| feed.push(p)))
                         } else {
-                            reader.poll(Duration::from_millis(50), |p| batch.push(p))
+                            reader.poll(Duration::from_millis(50), |p| feed.push(p))
                         };
                         if let Err(e) = r {
                             log::error!("capture failed: {e}");
                             break;
                         }
-                        if !batch.pkts.is_empty() {
-                            let full = std::mem::replace(&mut batch, new_batch());
-                            let n = full.pkts.len() as u64;
-                            match tx.try_send(full) {
-                                Ok(()) => {}
-                                Err(TrySendError::Full(_)) => {
-                                    dropped.fetch_add(n, Ordering::Relaxed);
-                                }
-                                Err(TrySendError::Disconnected(_)) => break,
-                            }
-                        }
-                        if stopped {
+                        feed.send();
+                        if stopped || feed.gone {
                             break;
                         }
                     }
@@ -504,11 +508,10 @@ impl Merge {
             }
             if out.due() {
                 let apps = self.apps();
-                let qd = self.summary.queue_dropped;
                 // The next file describes only its own packets.
                 self.sockets.clear();
                 self.procs.clear();
-                if !out.rotate(&apps, captures, qd)? {
+                if !out.rotate(&apps, captures)? {
                     return Ok(());
                 }
             }

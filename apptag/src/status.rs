@@ -40,7 +40,7 @@ impl StatusLine {
             "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%  top: {}",
             s.written,
             human_bytes(s.bytes),
-            s.kernel_dropped + s.queue_dropped,
+            s.kernel_dropped,
             share(s.attributed, s.captured),
             apps.join(", ")
         );
