@@ -404,11 +404,13 @@ fn tool_commands(o: &Opts, iface: &str, dir: &Path, secs: f64) -> Result<Vec<Too
         };
         if let Some(t) = template {
             let file = dir.join("apptag.pcapng");
-            // The tool's own timer is a backstop; the harness stops it with SIGINT.
+            // The tool's own timer is only a backstop; the harness stops it with SIGINT. It
+            // must outlast the traffic window, which runs longer than `secs` whenever the
+            // generator cannot reach the target rate (it sends rate x secs packets).
             let line = t
                 .replace("{iface}", iface)
                 .replace("{file}", &file.display().to_string())
-                .replace("{secs}", &format!("{}", (secs + 10.0).ceil()));
+                .replace("{secs}", &format!("{}", (secs * 10.0 + 60.0).ceil()));
             let mut parts = line.split_whitespace();
             let prog = parts.next().context("empty --apptag-cmd")?;
             let mut cmd = Command::new(prog);
