@@ -91,6 +91,15 @@ impl NetnsPair {
         Ok(())
     }
 
+    /// A command that runs `program` in the namespace's network only. Unlike `ip netns
+    /// exec`, nsenter leaves the mounts alone, so the cgroup v2 hierarchy under /sys stays
+    /// visible (ip netns exec remounts /sys for the namespace and hides it).
+    pub fn enter_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.ns)).arg(program);
+        c
+    }
+
     /// A command that runs `program` inside the namespace. `ip netns exec` execs it, so
     /// the child's pid is the program's own.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {

@@ -161,7 +161,7 @@ pub struct TsharkPacket {
 }
 
 /// Every packet of `path` as tshark dissects it (outermost IP header only, so an ICMP
-/// error's quoted packet does not count as the packet's own ports).
+/// error's quoted packet does not count as the packet's own ports), in file order.
 pub fn tshark_packets(path: &Path, display_filter: Option<&str>) -> Vec<TsharkPacket> {
     let mut args = vec!["-r", s(path), "-T", "fields", "-E", "occurrence=f"];
     for f in [
@@ -180,9 +180,13 @@ pub fn tshark_packets(path: &Path, display_filter: Option<&str>) -> Vec<TsharkPa
     ] {
         args.extend(["-e", f]);
     }
-    if let Some(f) = display_filter {
-        args.extend(["-Y", f]);
-    }
+    // tshark lists custom blocks (our application records) as records of their own; only
+    // packets have a timestamp.
+    let filter = match display_filter {
+        Some(f) => format!("frame.time_epoch and ({f})"),
+        None => "frame.time_epoch".to_string(),
+    };
+    args.extend(["-Y", &filter]);
     let out = tool("tshark", &args);
     String::from_utf8_lossy(&out.stdout)
         .lines()

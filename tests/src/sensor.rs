@@ -216,13 +216,18 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Sensor {
     /// Starts `apptag -w OUTPUT ARGS...` and waits until it captures. `netns` runs it
-    /// inside that namespace.
+    /// in that namespace's network (its mounts stay the host's).
     pub fn start(netns: Option<&super::netns::NetnsPair>, output: &Path, args: &[&str]) -> Self {
         let bin = apptag_bin();
-        let mut cmd = match netns {
-            Some(n) => n.command(&bin),
+        let cmd = match netns {
+            Some(n) => n.enter_command(&bin),
             None => Command::new(&bin),
         };
+        Self::start_cmd(cmd, output, args)
+    }
+
+    /// Starts `CMD -w OUTPUT ARGS...` (CMD runs apptag, possibly through a wrapper).
+    pub fn start_cmd(mut cmd: Command, output: &Path, args: &[&str]) -> Self {
         // The capture module says at debug level when its rings are open: the moment from
         // which every packet is kept.
         cmd.env("RUST_LOG", "info,apptag::capture=debug")

@@ -18,7 +18,7 @@ use apptag_integration_tests::{
         tshark_packets,
     },
     require_root,
-    sensor::{ChildGuard, Sensor, TempDir, run_apptag},
+    sensor::{ChildGuard, Sensor, TempDir, apptag_bin, run_apptag},
     traffic_bin,
 };
 
@@ -426,9 +426,19 @@ fn tcpdump_print(path: &Path) -> Vec<String> {
 /// `tcpdump -w` on the same interface at the same time, with an optional filter.
 fn start_tcpdump(iface: &str, out: &Path, filter: &[&str]) -> ChildGuard {
     let mut cmd = Command::new("tcpdump");
-    cmd.args(["-i", iface, "-n", "-U", "--time-stamp-precision=nano", "-w"])
-        .arg(out)
-        .args(filter);
+    // Immediate mode: otherwise packets wait in a ring block that tcpdump never reads if
+    // it is stopped within its 1 s block timeout.
+    cmd.args([
+        "-i",
+        iface,
+        "-n",
+        "-U",
+        "--immediate-mode",
+        "--time-stamp-precision=nano",
+        "-w",
+    ])
+    .arg(out)
+    .args(filter);
     let mut t = ChildGuard::spawn(cmd);
     assert!(
         t.wait_for_line("listening on", Duration::from_secs(30)),
@@ -794,4 +804,37 @@ fn file_survives_sigkill() {
             .is_some_and(|a| a.iter().any(|x| x["name"] == "curl")),
         "curl missing from the periodic records: {apps:#}"
     );
+}
+
+#[test]
+fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(9);
+    // `ip netns exec` remounts /sys for the namespace, which hides the cgroup v2 hierarchy.
+    let visible = pair
+        .command("grep")
+        .args(["-q", "cgroup2", "/proc/self/mounts"])
+        .status()
+        .expect("run grep");
+    assert!(
+        !visible.success(),
+        "cgroup2 is visible under ip netns exec here; this test needs it hidden"
+    );
+    let dir = TempDir::new("nocgroup");
+    let file = dir.file("procfs.pcapng");
+    let sensor = Sensor::start_cmd(pair.command(apptag_bin()), &file, &["-i", "lo"]);
+    let mut srv = in_ns(&pair, "tcp-server", "127.0.0.1:0");
+    let listen = srv.get("listen");
+    let mut client = Traffic::start_with(pair.command(traffic_bin()), "tcp-client", &listen, "");
+    client.wait_ok();
+    srv.wait_ok();
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+    assert!(
+        err.to_lowercase().contains("procfs"),
+        "no warning about the procfs fallback:\n{err}"
+    );
+    assert!(assert_valid(&file) >= 7, "the loopback traffic is missing");
 }
