@@ -302,12 +302,12 @@ fn every_packet_of_a_local_socket_carries_its_process_pid() {
 }
 
 /// Looks up `apptag apps --json`'s socket of process `pid` with the given local port.
-fn app_socket<'a>(
-    apps: &'a serde_json::Value,
+fn app_socket(
+    apps: &serde_json::Value,
     pid: u32,
     proto: u8,
     local_port: u16,
-) -> (&'a serde_json::Value, &'a serde_json::Value) {
+) -> (&serde_json::Value, &serde_json::Value) {
     let list = apps["apps"].as_array().expect("apps array");
     let app = list
         .iter()
