@@ -11,7 +11,7 @@ use std::{
 };
 
 use apptag_integration_tests::{
-    Traffic,
+    TRAFFIC_COMM, Traffic,
     netns::NetnsPair,
     oracle::{
         FiveTuple, OurFile, assert_valid, epoch_string, read_ours, tool, tshark_conversations,
@@ -267,7 +267,9 @@ fn every_packet_of_a_local_socket_carries_its_process_pid() {
         } else {
             continue;
         };
-        if p.pid != expected {
+        // apptag-traffic is single-threaded: its only thread is the process itself.
+        let tid_ok = expected == m.curl.0 || p.tid == expected;
+        if p.pid != expected || !tid_ok {
             wrong.push(format!(
                 "packet {} {t:?}: pid {} (tid {}), expected {expected}",
                 i + 1,
@@ -290,9 +292,33 @@ fn every_packet_of_a_local_socket_carries_its_process_pid() {
         "too few packets seen: {seen:?}"
     );
     assert_eq!(seen[1], UDP_COUNT + 1, "UDP datagrams and the answer");
+    // Each process has its entry in the file, as the kernel knows it: our child, running
+    // the program we started.
+    let curl_exe = std::fs::canonicalize(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("curl"))
+            .find(|p| p.is_file())
+            .expect("curl on PATH"),
+    )
+    .expect("curl path");
+    let traffic_exe = std::fs::canonicalize(traffic_bin()).expect("traffic path");
+    for (pid, name, exe) in [
+        (m.curl.0, "curl", &curl_exe),
+        (m.udp.0, TRAFFIC_COMM, &traffic_exe),
+        (m.client.0, TRAFFIC_COMM, &traffic_exe),
+    ] {
+        let p = ours
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .unwrap_or_else(|| panic!("no process entry for {name} pid {pid}"));
+        assert_eq!(p.name, name, "pid {pid}");
+        assert_eq!(p.ppid, std::process::id(), "{name} pid {pid}: parent");
+        assert_eq!(Path::new(&p.exe), exe.as_path(), "{name} pid {pid}: exe");
+    }
     assert!(
         wrong.is_empty(),
-        "{} packets carry the wrong pid (curl {}, udp sender {}, tcp client {}):\n{}",
+        "{} packets carry the wrong pid/tid (curl {}, udp sender {}, tcp client {}):\n{}",
         wrong.len(),
         m.curl.0,
         m.udp.0,
