@@ -160,6 +160,20 @@ impl ChildGuard {
         false
     }
 
+    /// Waits up to `timeout` for the process to end by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        None
+    }
+
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
@@ -258,6 +272,22 @@ impl Sensor {
     pub fn stop(mut self) -> (ExitStatus, String) {
         let st = self.proc.stop_with(libc::SIGINT, Duration::from_secs(60));
         (st, self.proc.stderr())
+    }
+
+    /// True once apptag has ended by itself (-c, --duration).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for apptag to end by itself; fails the test if it does not within `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> (ExitStatus, String) {
+        match self.proc.wait_exit(timeout) {
+            Some(st) => (st, self.proc.stderr()),
+            None => panic!(
+                "apptag did not stop by itself within {timeout:?}; stderr:\n{}",
+                self.proc.stderr()
+            ),
+        }
     }
 
     /// SIGKILL: no chance to finish the file.

@@ -864,3 +864,97 @@ fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
     );
     assert!(assert_valid(&file) >= 7, "the loopback traffic is missing");
 }
+
+#[test]
+fn count_and_duration_end_the_capture_by_themselves() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(10);
+    let dir = TempDir::new("count");
+    let _http = http_server(&pair, &dir);
+    let file = dir.file("count.pcapng");
+    let mut sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "-c", "5"]);
+    // One curl makes more than 5 packets; more only if the first went by unseen.
+    for _ in 0..20 {
+        if sensor.exited() {
+            break;
+        }
+        curl(&pair);
+    }
+    let (st, err) = sensor.wait(Duration::from_secs(60));
+    assert!(st.success(), "apptag -c 5 exited with {st}; stderr:\n{err}");
+    assert_eq!(assert_valid(&file), 5, "-c 5: packets in the file");
+    assert_eq!(read_ours(&file).packets.len(), 5);
+
+    let file = dir.file("duration.pcapng");
+    let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--duration", "1"]);
+    let (st, err) = sensor.wait(Duration::from_secs(60));
+    assert!(
+        st.success(),
+        "apptag --duration 1 exited with {st}; stderr:\n{err}"
+    );
+    assert_valid(&file);
+    let apps = run_apptag(&["apps".as_ref(), file.as_os_str(), "--json".as_ref()]);
+    let apps: serde_json::Value = serde_json::from_slice(&apps.stdout).expect("JSON");
+    assert_eq!(apps["final_table"], true, "--duration ends cleanly");
+}
+
+#[test]
+fn missing_capabilities_are_named() {
+    require_root();
+    let _g = serial();
+    let dir = TempDir::new("caps");
+    let out = dir.file("out.pcapng");
+    // Root without CAP_NET_RAW: the probes load, the packet socket cannot be opened.
+    let o = Command::new("setpriv")
+        .arg("--bounding-set=-net_raw")
+        .arg(apptag_bin())
+        .args(["-i", "lo", "--duration", "1", "-w"])
+        .arg(&out)
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "ran without CAP_NET_RAW:\n{err}");
+    assert!(err.contains("CAP_NET_RAW"), "CAP_NET_RAW not named:\n{err}");
+    assert_eq!(dir.list(), Vec::<String>::new(), "file left behind");
+}
+
+#[test]
+fn unprivileged_run_names_every_missing_capability() {
+    require_root();
+    let _g = serial();
+    let dir = TempDir::new("nobody");
+    // Writable for nobody, so only the missing privileges can stop it.
+    std::fs::set_permissions(
+        &dir.path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(apptag_bin())
+        .args(["-i", "lo", "--duration", "1", "-w"])
+        .arg(dir.file("out.pcapng"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "ran as nobody:\n{err}");
+    // Everything apptag needs is missing, and a user granting only what the message
+    // names must end up with a sensor that runs.
+    for cap in [
+        "CAP_BPF",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_PERFMON",
+        "CAP_SYS_RESOURCE",
+    ] {
+        assert!(err.contains(cap), "{cap} not named:\n{err}");
+    }
+    assert_eq!(dir.list(), Vec::<String>::new(), "file left behind");
+}
