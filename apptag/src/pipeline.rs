@@ -23,7 +23,7 @@ use crate::{
     capture::{Capture, CaptureConfig, CaptureError, StopHandle},
     model::{AppRecord, Direction, InterfaceStats, Packet, SocketRecord},
     pcapng::{PcapngError, SectionInfo, Writer},
-    probes::ProbeConfig,
+    probes::{ProbeConfig, ProbeError},
 };
 
 /// Packets are tagged only once they are this old, so late socket events are applied first.
@@ -95,7 +95,19 @@ struct CaptureThreads {
 }
 
 pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, PipelineError> {
-    let mut attributor = Attributor::start(cfg.attribution, &ProbeConfig::default())?;
+    let mut attributor = match Attributor::start(cfg.attribution, &ProbeConfig::default()) {
+        // The probes hang on the cgroup v2 root; without one, capture still works and
+        // /proc still names most sockets' processes.
+        Err(AttributionError::Probes(ProbeError::NoCgroup2)) => {
+            log::warn!(
+                "no cgroup v2 hierarchy is mounted, so the eBPF probes cannot attach: falling \
+                 back to procfs attribution (short-lived processes may go unattributed). Mount \
+                 one (`mount -t cgroup2 none /sys/fs/cgroup`) for eBPF attribution"
+            );
+            Attributor::start(Mode::Procfs, &ProbeConfig::default())?
+        }
+        r => r?,
+    };
     crate::probes::log_status(attributor.probe_status());
     let mut captures = Vec::new();
     for (i, name) in cfg.interfaces.iter().enumerate() {
