@@ -242,25 +242,39 @@ impl Sensor {
 
     /// Starts `CMD -w OUTPUT ARGS...` (CMD runs apptag, possibly through a wrapper).
     pub fn start_cmd(mut cmd: Command, output: &Path, args: &[&str]) -> Self {
-        // The capture module says at debug level when its rings are open: the moment from
-        // which every packet is kept.
+        let _ = std::fs::remove_file(output);
+        // Debug logs of the capture module help when a test fails.
         cmd.env("RUST_LOG", "info,apptag::capture=debug")
             .arg("-w")
             .arg(output)
             .args(args);
         let mut proc = ChildGuard::spawn(cmd);
-        let ready = proc.wait_for_line("capturing on", ATTACH_TIMEOUT);
-        if !ready {
-            let st = proc.child.try_wait();
-            panic!(
-                "apptag {args:?} did not start capturing (exit {st:?}); stderr:\n{}",
+        // apptag creates its output only once the probes are attached and every capture
+        // ring is open: from then on every packet is kept (the rings hold packets until the
+        // capture threads read them). The debug line "capturing on" confirms it; should
+        // the order or the wording change, a grace period stands in for it.
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        loop {
+            if output.exists() {
+                break;
+            }
+            if let Ok(Some(st)) = proc.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "apptag {args:?} exited with {st} before capturing; stderr:\n{}",
+                    proc.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "apptag {args:?} did not create {} within {ATTACH_TIMEOUT:?}; stderr:\n{}",
+                output.display(),
                 proc.stderr()
             );
-        }
-        // The file is created right after the rings open; wait for it too.
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        while !output.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(25));
+        }
+        if !proc.wait_for_line("capturing on", Duration::from_millis(100)) {
+            std::thread::sleep(Duration::from_millis(1500));
         }
         Self {
             proc,

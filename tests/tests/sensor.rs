@@ -312,9 +312,20 @@ fn every_packet_of_a_local_socket_carries_its_process_pid() {
             .iter()
             .find(|p| p.pid == pid)
             .unwrap_or_else(|| panic!("no process entry for {name} pid {pid}"));
-        assert_eq!(p.name, name, "pid {pid}");
-        assert_eq!(p.ppid, std::process::id(), "{name} pid {pid}: parent");
-        assert_eq!(Path::new(&p.exe), exe.as_path(), "{name} pid {pid}: exe");
+        // The name comes with the kernel's event; parent and exe are read from /proc, which
+        // a process that lives a few ms can leave first: unknown is allowed, wrong is not.
+        assert_eq!(p.name, name, "pid {pid}: {p:?}");
+        assert!(
+            p.ppid == std::process::id() || p.ppid == 0,
+            "{name} pid {pid}: parent: {p:?}"
+        );
+        assert!(
+            Path::new(&p.exe) == exe.as_path() || p.exe.is_empty(),
+            "{name} pid {pid}: exe: {p:?}"
+        );
+        if p.ppid == 0 || p.exe.is_empty() {
+            eprintln!("{name} pid {pid}: process entry incomplete: {p:?}");
+        }
     }
     assert!(
         wrong.is_empty(),
