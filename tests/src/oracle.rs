@@ -32,6 +32,7 @@ impl FiveTuple {
 #[derive(Clone, Debug)]
 pub struct OurPacket {
     pub ts_ns: u64,
+    pub interface: u32,
     pub orig_len: u32,
     pub caplen: usize,
     pub pid: u32,
@@ -45,11 +46,12 @@ pub struct OurFile {
     pub packets: Vec<OurPacket>,
     pub app_blocks: usize,
     pub processes: Vec<apptag::model::ProcessInfo>,
+    /// Interfaces of the (last) section, by id.
+    pub interfaces: Vec<apptag::model::InterfaceInfo>,
     pub errors: Vec<String>,
 }
 
-/// Reads every block of `path` with apptag's pcapng reader. Every interface is expected
-/// to be Ethernet (veth and lo are).
+/// Reads every block of `path` with apptag's pcapng reader.
 pub fn read_ours(path: &Path) -> OurFile {
     let mapped = open_file(path).unwrap_or_else(|e| panic!("our reader cannot open {path:?}: {e}"));
     let reader = mapped
@@ -60,12 +62,18 @@ pub fn read_ours(path: &Path) -> OurFile {
         match r {
             Ok(Record::Packet(p)) => f.packets.push(OurPacket {
                 ts_ns: p.ts_ns,
+                interface: p.interface,
                 orig_len: p.orig_len,
                 caplen: p.data.len(),
                 pid: p.pid,
                 tid: p.tid,
-                tuple: parse_ethernet(p.data),
+                tuple: f
+                    .interfaces
+                    .get(p.interface as usize)
+                    .and_then(|i| parse_frame(i.linktype, p.data)),
             }),
+            Ok(Record::Interface(i)) => f.interfaces.push(i),
+            Ok(Record::Section) => f.interfaces.clear(),
             Ok(Record::AppRecords { .. }) => f.app_blocks += 1,
             Ok(Record::Process(p)) => f.processes.push(p),
             Ok(_) => {}
@@ -79,8 +87,19 @@ fn be16(d: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
 }
 
-/// The 5-tuple of an Ethernet frame carrying IPv4 or IPv6 (a test's own small parser, so
-/// the sensor's flow code is not checked against itself).
+/// The 5-tuple of a frame of the given LINKTYPE (Ethernet, Linux SLL or SLL2) carrying IPv4
+/// or IPv6: the test's own small parser, so the sensor's flow code is not checked against
+/// itself.
+pub fn parse_frame(linktype: u16, d: &[u8]) -> Option<FiveTuple> {
+    match linktype {
+        1 => parse_ethernet(d),
+        113 => parse_ip(be16(d, 14)?, d.get(16..)?),
+        276 => parse_ip(be16(d, 0)?, d.get(20..)?),
+        _ => None,
+    }
+}
+
+/// The 5-tuple of an Ethernet frame carrying IPv4 or IPv6.
 pub fn parse_ethernet(d: &[u8]) -> Option<FiveTuple> {
     let mut off = 12;
     let mut ethertype = be16(d, off)?;
@@ -88,7 +107,10 @@ pub fn parse_ethernet(d: &[u8]) -> Option<FiveTuple> {
         off += 4;
         ethertype = be16(d, off)?;
     }
-    let ip = d.get(off + 2..)?;
+    parse_ip(ethertype, d.get(off + 2..)?)
+}
+
+fn parse_ip(ethertype: u16, ip: &[u8]) -> Option<FiveTuple> {
     let (src, dst, proto, l4) = match ethertype {
         0x0800 => {
             let ihl = usize::from(ip.first()? & 0x0f) * 4;

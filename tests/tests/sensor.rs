@@ -969,3 +969,120 @@ fn unprivileged_run_names_every_missing_capability() {
     }
     assert_eq!(dir.list(), Vec::<String>::new(), "file left behind");
 }
+
+/// tshark's interface name of every packet, in file order.
+fn tshark_interface_names(path: &Path) -> Vec<String> {
+    let out = tool(
+        "tshark",
+        &[
+            "-r",
+            s(path),
+            "-Y",
+            "frame.time_epoch",
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn two_interfaces_keep_each_packet_on_its_own_interface() {
+    require_root();
+    let _g = serial();
+    let a = NetnsPair::new(11);
+    let b = NetnsPair::new(12);
+    let dir = TempDir::new("two");
+    let file = dir.file("two.pcapng");
+    let _ha = http_server(&a, &dir);
+    let _hb = http_server(&b, &dir);
+    let sensor = Sensor::start(None, &file, &["-i", &a.host_if, "-i", &b.host_if]);
+    let ca = curl(&a);
+    let cb = curl(&b);
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+
+    assert_valid(&file);
+    let ours = read_ours(&file);
+    assert!(ours.errors.is_empty(), "our reader: {:?}", ours.errors);
+    let names: Vec<&str> = ours.interfaces.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, [a.host_if.as_str(), b.host_if.as_str()]);
+    let theirs = tshark_interface_names(&file);
+    let mine: Vec<String> = ours
+        .packets
+        .iter()
+        .map(|p| names.get(p.interface as usize).unwrap_or(&"?").to_string())
+        .collect();
+    assert_eq!(
+        mine, theirs,
+        "interface of each packet: our reader vs tshark"
+    );
+    for (i, (pair, (pid, port))) in [(&a, ca), (&b, cb)].into_iter().enumerate() {
+        let conv: Vec<_> = ours
+            .packets
+            .iter()
+            .filter(|p| {
+                p.tuple.is_some_and(|t| {
+                    t.between(TCP, v4(pair.host_ip, port), v4(pair.ns_ip, HTTP_PORT))
+                })
+            })
+            .collect();
+        assert!(conv.len() >= 7, "only {} packets of curl {pid}", conv.len());
+        for p in conv {
+            assert_eq!(
+                p.interface, i as u32,
+                "curl {pid} packet on the wrong interface"
+            );
+            assert_eq!(p.pid, pid, "curl {pid} packet {p:?}");
+        }
+    }
+}
+
+#[test]
+fn any_interface_packets_are_attributed() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(13);
+    let dir = TempDir::new("any");
+    let file = dir.file("any.pcapng");
+    let _http = http_server(&pair, &dir);
+    let mut rx = in_ns(&pair, "udp-recv", &format!("{}:{UDP_PORT}", pair.ns_ip));
+    rx.get("listen");
+    // `any` sees the whole host: the filter keeps this test's traffic only.
+    let ns_ip = pair.ns_ip.to_string();
+    let sensor = Sensor::start(None, &file, &["-i", "any", "host", &ns_ip]);
+    let (cpid, cport) = curl(&pair);
+    let (upid, uport) = udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
+    rx.wait_ok();
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+
+    let counted = assert_valid(&file);
+    let ours = read_ours(&file);
+    assert!(ours.errors.is_empty(), "our reader: {:?}", ours.errors);
+    assert_eq!(ours.packets.len(), counted);
+    let theirs = tshark_packets(&file, None);
+    let a: Vec<_> = ours.packets.iter().map(|p| p.tuple).collect();
+    let b: Vec<_> = theirs.iter().map(|p| p.tuple).collect();
+    assert_eq!(a, b, "5-tuples: our reader vs tshark");
+    let (mut c, mut u) = (0, 0);
+    for p in &ours.packets {
+        let Some(t) = p.tuple else { continue };
+        if t.between(TCP, v4(pair.host_ip, cport), v4(pair.ns_ip, HTTP_PORT)) {
+            c += 1;
+            assert_eq!(p.pid, cpid, "curl packet {p:?}");
+        } else if t.between(UDP, v4(pair.host_ip, uport), v4(pair.ns_ip, UDP_PORT)) {
+            u += 1;
+            assert_eq!(p.pid, upid, "udp sender packet {p:?}");
+        }
+    }
+    assert!(c >= 7, "only {c} curl packets on any");
+    assert_eq!(u, UDP_COUNT + 1, "udp sender packets on any");
+}
