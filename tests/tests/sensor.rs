@@ -1086,3 +1086,66 @@ fn any_interface_packets_are_attributed() {
     assert!(c >= 7, "only {c} curl packets on any");
     assert_eq!(u, UDP_COUNT + 1, "udp sender packets on any");
 }
+
+#[test]
+fn inbound_traffic_carries_the_local_server_pid() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(14);
+    let dir = TempDir::new("inbound");
+    let file = dir.file("inbound.pcapng");
+    let sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
+    // Servers on the host, clients in the namespace: the host's sockets are the
+    // listener, the accepted connection and a UDP receiver.
+    let mut srv = Traffic::start("tcp-server", &format!("{}:{TCP_PORT}", pair.host_ip), "");
+    let listen = srv.get("listen");
+    let mut rx = Traffic::start("udp-recv", &format!("{}:{UDP_PORT}", pair.host_ip), "");
+    let rx_listen = rx.get("listen");
+    let mut client = in_ns(&pair, "tcp-client", &listen);
+    let cport = port_of(&client.get("local"));
+    client.wait_ok();
+    // One datagram: the receiver answers it and exits, so no datagram can arrive at a
+    // socket that is already gone.
+    let mut ping = Traffic::start_with(pair.command(traffic_bin()), "udp-ping", &rx_listen, "1");
+    let uport = port_of(&ping.get("local"));
+    ping.get("reply");
+    ping.wait_ok();
+    srv.wait_ok();
+    rx.wait_ok();
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+
+    assert_valid(&file);
+    let ours = read_ours(&file);
+    let (mut t, mut u) = (0, 0);
+    let mut wrong = Vec::new();
+    for (i, p) in ours.packets.iter().enumerate() {
+        let Some(tu) = p.tuple else { continue };
+        let expected = if tu.between(TCP, v4(pair.host_ip, TCP_PORT), v4(pair.ns_ip, cport)) {
+            t += 1;
+            srv.pid()
+        } else if tu.between(UDP, v4(pair.host_ip, UDP_PORT), v4(pair.ns_ip, uport)) {
+            u += 1;
+            rx.pid()
+        } else {
+            continue;
+        };
+        if p.pid != expected {
+            wrong.push(format!(
+                "packet {} {tu:?}: pid {}, expected {expected}",
+                i + 1,
+                p.pid
+            ));
+        }
+    }
+    assert!(t >= 7, "only {t} packets of the inbound TCP connection");
+    assert_eq!(u, 2, "the inbound datagram and its answer");
+    assert!(
+        wrong.is_empty(),
+        "inbound packets with the wrong pid (tcp server {}, udp receiver {}):\n{}",
+        srv.pid(),
+        rx.pid(),
+        wrong.join("\n")
+    );
+}
