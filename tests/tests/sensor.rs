@@ -13,6 +13,7 @@ use std::{
 use apptag_integration_tests::{
     TRAFFIC_COMM, Traffic,
     netns::NetnsPair,
+    oracle,
     oracle::{
         FiveTuple, OurFile, assert_valid, epoch_string, read_ours, tool, tshark_conversations,
         tshark_packets,
@@ -441,23 +442,32 @@ fn apps_json_matches_tshark_conversations() {
     }
 }
 
-/// tcpdump's one-line-per-packet print of a file, the common ground of both captures.
+/// tcpdump's one-line-per-packet print of a file, the common ground of both captures
+/// (without timestamps: see `same_times`).
 fn tcpdump_print(path: &Path) -> Vec<String> {
-    let out = tool(
-        "tcpdump",
-        &[
-            "-r",
-            s(path),
-            "-n",
-            "-tt",
-            "--time-stamp-precision=nano",
-            "-e",
-        ],
-    );
+    let out = tool("tcpdump", &["-r", s(path), "-n", "-t", "-e"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+fn epoch_ns(t: &str) -> i128 {
+    let (sec, frac) = t.split_once('.').unwrap_or((t, "0"));
+    let frac = format!("{frac:0<9}");
+    sec.parse::<i128>().unwrap_or(0) * 1_000_000_000
+        + frac.get(..9).and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
+/// Two captures of the same packets agree on their times. A frame leaving the host is
+/// stamped once for every packet socket; one arriving over a veth has its stamp cleared
+/// when it crosses into this namespace, so each socket stamps it as it gets it, in the
+/// same softirq, microseconds apart. 10 ms tells the two apart from any other packet.
+fn same_times(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (epoch_ns(x) - epoch_ns(y)).abs() <= 10_000_000)
 }
 
 /// `tcpdump -w` on the same interface at the same time, with an optional filter.
@@ -533,16 +543,16 @@ fn filter_keeps_exactly_what_tcpdump_keeps() {
         ours, theirs,
         "apptag's file and tcpdump's differ (as tcpdump -r prints them)"
     );
-    // And tshark, reading both, agrees on times and lengths.
-    let a: Vec<(String, u32)> = tshark_packets(&ours_path, None)
-        .into_iter()
-        .map(|p| (p.time, p.len))
-        .collect();
-    let b: Vec<(String, u32)> = tshark_packets(&theirs_path, None)
-        .into_iter()
-        .map(|p| (p.time, p.len))
-        .collect();
-    assert_eq!(a, b, "tshark: times and lengths");
+    // And tshark, reading both, agrees on lengths and times.
+    let a = tshark_packets(&ours_path, None);
+    let b = tshark_packets(&theirs_path, None);
+    let lens = |v: &[oracle::TsharkPacket]| v.iter().map(|p| p.len).collect::<Vec<_>>();
+    assert_eq!(lens(&a), lens(&b), "tshark: lengths");
+    let times = |v: &[oracle::TsharkPacket]| v.iter().map(|p| p.time.clone()).collect::<Vec<_>>();
+    assert!(
+        same_times(&times(&a), &times(&b)),
+        "tshark: times differ:\n{a:#?}\n{b:#?}"
+    );
 }
 
 /// Counts the packets between two endpoints in a file, as tshark dissects it.
@@ -1147,5 +1157,78 @@ fn inbound_traffic_carries_the_local_server_pid() {
         srv.pid(),
         rx.pid(),
         wrong.join("\n")
+    );
+}
+
+/// (time, length on the wire, captured length) of every packet, as tshark reads them.
+fn tshark_lengths(path: &Path) -> Vec<(String, u32, u32)> {
+    let out = tool(
+        "tshark",
+        &[
+            "-r",
+            s(path),
+            "-Y",
+            "frame.time_epoch",
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.len",
+            "-e",
+            "frame.cap_len",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            let n = |i: usize| c.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+            (c.first().copied().unwrap_or("").to_string(), n(1), n(2))
+        })
+        .collect()
+}
+
+#[test]
+fn snap_length_cuts_packets_like_tcpdump() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(15);
+    let dir = TempDir::new("snaplen");
+    let ours_path = dir.file("apptag.pcapng");
+    let theirs_path = dir.file("tcpdump.pcap");
+    let _http = http_server(&pair, &dir);
+    let port = HTTP_PORT.to_string();
+    let filter = ["tcp", "port", port.as_str()];
+    let mut args = vec!["-i", pair.host_if.as_str(), "-s", "96"];
+    args.extend(filter);
+    let sensor = Sensor::start(None, &ours_path, &args);
+    let mut snap_filter = vec!["-s", "96"];
+    snap_filter.extend(filter);
+    let mut tcpdump = start_tcpdump(&pair.host_if, &theirs_path, &snap_filter);
+    curl(&pair);
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+    tcpdump.stop_with(libc::SIGINT, Duration::from_secs(30));
+
+    assert_valid(&ours_path);
+    let ours = tshark_lengths(&ours_path);
+    let theirs = tshark_lengths(&theirs_path);
+    assert!(ours.len() >= 7, "only {} packets", ours.len());
+    assert!(
+        ours.iter().any(|p| p.1 > 96) && ours.iter().all(|p| p.2 == p.1.min(96)),
+        "captured lengths are not the wire lengths cut at 96: {ours:?}"
+    );
+    let lens = |v: &[(String, u32, u32)]| v.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>();
+    let times = |v: &[(String, u32, u32)]| v.iter().map(|p| p.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        lens(&ours),
+        lens(&theirs),
+        "(len, cap_len): apptag -s 96 vs tcpdump -s 96"
+    );
+    assert!(
+        same_times(&times(&ours), &times(&theirs)),
+        "times: apptag {ours:?} vs tcpdump {theirs:?}"
     );
 }
