@@ -1232,3 +1232,41 @@ fn snap_length_cuts_packets_like_tcpdump() {
         "times: apptag {ours:?} vs tcpdump {theirs:?}"
     );
 }
+
+#[test]
+fn sigterm_stops_cleanly_with_a_summary_that_matches_the_file() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(16);
+    let dir = TempDir::new("sigterm");
+    let file = dir.file("term.pcapng");
+    let _http = http_server(&pair, &dir);
+    let mut sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
+    curl(&pair);
+    settle();
+    let st = sensor
+        .proc
+        .stop_with(libc::SIGTERM, Duration::from_secs(60));
+    let err = sensor.proc.stderr();
+    assert!(
+        st.success(),
+        "apptag exited with {st} on SIGTERM; stderr:\n{err}"
+    );
+
+    let counted = assert_valid(&file);
+    let apps = run_apptag(&["apps".as_ref(), file.as_os_str(), "--json".as_ref()]);
+    let apps: serde_json::Value = serde_json::from_slice(&apps.stdout).expect("JSON");
+    assert_eq!(apps["final_table"], true, "SIGTERM writes the final table");
+    // "N packets captured, M written (...), K dropped by the kernel, ..."
+    let summary = err
+        .lines()
+        .find(|l| l.contains("packets captured"))
+        .unwrap_or_else(|| panic!("no summary on stderr:\n{err}"));
+    let written: usize = summary
+        .split(", ")
+        .nth(1)
+        .and_then(|w| w.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the written count in {summary:?}"));
+    assert_eq!(written, counted, "summary {summary:?} vs capinfos");
+}
