@@ -1270,3 +1270,73 @@ fn sigterm_stops_cleanly_with_a_summary_that_matches_the_file() {
         .unwrap_or_else(|| panic!("cannot read the written count in {summary:?}"));
     assert_eq!(written, counted, "summary {summary:?} vs capinfos");
 }
+
+#[test]
+fn many_parallel_short_connections_each_carry_their_pid() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(17);
+    let dir = TempDir::new("many");
+    let file = dir.file("many.pcapng");
+    let _http = http_server(&pair, &dir);
+    let sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
+    let url = format!("http://{}:{HTTP_PORT}/page.html", pair.ns_ip);
+    // All at once: new processes, new sockets and their first packets in a burst.
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "30",
+                    "-w",
+                    "%{local_port}",
+                ])
+                .arg(&url)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn curl")
+        })
+        .collect();
+    let curls: Vec<(u32, u16)> = children
+        .into_iter()
+        .map(|c| {
+            let pid = c.id();
+            let out = c.wait_with_output().expect("wait curl");
+            assert!(out.status.success(), "curl {pid} failed");
+            let port = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("curl printed its local port");
+            (pid, port)
+        })
+        .collect();
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+
+    assert_valid(&file);
+    let ours = read_ours(&file);
+    let mut wrong = Vec::new();
+    for &(pid, port) in &curls {
+        let conv: Vec<_> = ours
+            .packets
+            .iter()
+            .filter(|p| {
+                p.tuple.is_some_and(|t| {
+                    t.between(TCP, v4(pair.host_ip, port), v4(pair.ns_ip, HTTP_PORT))
+                })
+            })
+            .collect();
+        assert!(conv.len() >= 7, "only {} packets of curl {pid}", conv.len());
+        wrong.extend(
+            conv.iter()
+                .filter(|p| p.pid != pid)
+                .map(|p| format!("curl {pid} port {port}: packet with pid {}: {p:?}", p.pid)),
+        );
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
