@@ -10,8 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::process::CommandExt;
+
 use apptag_integration_tests::{
-    TRAFFIC_COMM, Traffic,
+    TRAFFIC_COMM, TestCgroup, Traffic,
     netns::NetnsPair,
     oracle,
     oracle::{
@@ -1339,4 +1341,67 @@ fn many_parallel_short_connections_each_carry_their_pid() {
         );
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn cgroup_filter_keeps_only_that_cgroup() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(18);
+    let dir = TempDir::new("cgroup");
+    let ours_path = dir.file("apptag.pcapng");
+    let all_path = dir.file("all.pcap");
+    let _http = http_server(&pair, &dir);
+    let cg = TestCgroup::new("sensor");
+    // The path as apptag shows it (apps JSON "cgroup"): relative to the cgroup v2 root.
+    let root = apptag::sys::cgroup2_mount().expect("cgroup2 mounted");
+    let rel = format!(
+        "/{}",
+        cg.path
+            .strip_prefix(&root)
+            .expect("test cgroup under the root")
+            .display()
+    );
+    let mut srv = in_ns(&pair, "tcp-server", &format!("{}:{TCP_PORT}", pair.ns_ip));
+    let listen = srv.get("listen");
+    let sensor = Sensor::start(None, &ours_path, &["-i", &pair.host_if, "--cgroup", &rel]);
+    let mut tcpdump = start_tcpdump(&pair.host_if, &all_path, &[]);
+    curl(&pair);
+    let procs = cg.path.join("cgroup.procs");
+    let mut cmd = Command::new(traffic_bin());
+    // SAFETY: only async-signal-safe work between fork and exec: one write to a file.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let mut client = Traffic::start_with(cmd, "tcp-client", &listen, "");
+    let local = port_of(&client.get("local"));
+    client.wait_ok();
+    srv.wait_ok();
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+    tcpdump.stop_with(libc::SIGINT, Duration::from_secs(30));
+
+    assert_valid(&ours_path);
+    let ours = read_ours(&ours_path);
+    assert!(
+        ours.packets.iter().all(|p| p.pid == client.pid()),
+        "--cgroup {rel} kept packets of other processes: {:#?}",
+        ours.packets
+    );
+    let expected = tshark_count(
+        &all_path,
+        TCP,
+        v4(pair.host_ip, local),
+        v4(pair.ns_ip, TCP_PORT),
+    );
+    assert!(
+        expected >= 7,
+        "tcpdump saw only {expected} packets of the client"
+    );
+    assert_eq!(
+        ours.packets.len(),
+        expected,
+        "--cgroup {rel}: kept vs tcpdump"
+    );
 }
