@@ -24,8 +24,10 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
         let p = e.path();
         let t = if p.is_dir() {
             newest_mtime(&p)
-        } else {
+        } else if p.extension().is_some_and(|x| x == "rs") {
             e.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
         };
         newest = newest.max(t);
     }
