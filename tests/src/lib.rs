@@ -10,6 +10,10 @@ use std::{
 };
 
 use apptag::probes::{EventStream, ProbeConfig, Probes};
+
+pub mod netns;
+pub mod oracle;
+pub mod sensor;
 use apptag_common::SockEvent;
 
 /// Path of the traffic-maker binary built with this crate: integration tests run from

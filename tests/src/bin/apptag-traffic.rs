@@ -68,27 +68,32 @@ fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
             let _ = s.read(&mut buf);
         }
         "udp-send" => {
-            let s = UdpSocket::bind(if addr.is_ipv4() {
-                "127.0.0.1:0"
-            } else {
-                "[::1]:0"
-            })?;
+            let s = UdpSocket::bind(source_for(addr))?;
             say("local", s.local_addr()?);
             for _ in 0..count(arg) {
                 s.send_to(b"ping", addr)?;
             }
         }
         "udp-connected" => {
-            let s = UdpSocket::bind(if addr.is_ipv4() {
-                "127.0.0.1:0"
-            } else {
-                "[::1]:0"
-            })?;
+            let s = UdpSocket::bind(source_for(addr))?;
             s.connect(addr)?;
             say("local", s.local_addr()?);
             for _ in 0..count(arg) {
                 s.send(b"ping")?;
             }
+        }
+        // Send ARG datagrams, then stay until one answer arrives (the socket lives for
+        // all of its traffic).
+        "udp-ping" => {
+            let s = UdpSocket::bind(source_for(addr))?;
+            say("local", s.local_addr()?);
+            for _ in 0..count(arg) {
+                s.send_to(b"ping", addr)?;
+            }
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut buf = [0u8; 64];
+            let (n, peer) = s.recv_from(&mut buf)?;
+            say("reply", format!("{n},{peer}"));
         }
         // Bind, report, receive one datagram and answer it.
         "udp-recv" => {
@@ -229,17 +234,25 @@ fn icmp_raw(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where a UDP sender binds: loopback for a loopback peer (the attribution tests look its
+/// socket up by that exact address), any address otherwise so the kernel can route to a
+/// namespace peer.
+fn source_for(addr: SocketAddr) -> &'static str {
+    match (addr.is_ipv4(), addr.ip().is_loopback()) {
+        (true, true) => "127.0.0.1:0",
+        (true, false) => "0.0.0.0:0",
+        (false, true) => "[::1]:0",
+        (false, false) => "[::]:0",
+    }
+}
+
 fn count(arg: &str) -> usize {
     arg.parse().unwrap_or(1)
 }
 
 fn sendmmsg(addr: SocketAddr, n: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let s = UdpSocket::bind(if addr.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    })?;
+    let s = UdpSocket::bind(source_for(addr))?;
     s.connect(addr)?;
     say("local", s.local_addr()?);
     let mut payload = *b"mmsg";
