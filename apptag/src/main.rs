@@ -126,20 +126,28 @@ fn check_privileges(mode: Mode, capture: bool) -> Result<()> {
     }
     needed.push((CAP_NET_ADMIN, "CAP_NET_ADMIN"));
     if mode == Mode::Ebpf {
-        // CAP_SYS_RESOURCE only matters on kernels older than 5.11, which charge BPF
-        // memory to RLIMIT_MEMLOCK; apptag raises the limit when it can.
         needed.extend([(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]);
     }
     let missing = missing_caps(&needed);
     if missing.is_empty() {
         return Ok(());
     }
-    let setcap: Vec<String> = needed.iter().map(|(_, n)| n.to_lowercase()).collect();
+    // CAP_SYS_RESOURCE only matters on kernels older than 5.11, which charge BPF memory to
+    // RLIMIT_MEMLOCK: named when missing, but never required.
+    let mut all: Vec<&str> = needed.iter().map(|(_, n)| *n).collect();
+    let mut lacks = missing.clone();
+    if mode == Mode::Ebpf {
+        all.push("CAP_SYS_RESOURCE");
+        if !missing_caps(&[(CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE")]).is_empty() {
+            lacks.push("CAP_SYS_RESOURCE (needed on kernels older than 5.11)");
+        }
+    }
+    let setcap: Vec<String> = all.iter().map(|n| n.to_lowercase()).collect();
     anyhow::bail!(
         "apptag needs root, or these capabilities which this process lacks: {}. Run it with \
          sudo (or `cargo xtask run -- ...`), or grant them once with `sudo setcap {}+ep \
          $(command -v apptag)`",
-        missing.join(", "),
+        lacks.join(", "),
         setcap.join(",")
     )
 }

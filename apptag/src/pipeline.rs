@@ -328,7 +328,7 @@ impl Output {
     fn due(&self) -> bool {
         self.rotation
             .max_bytes
-            .is_some_and(|m| self.writer.bytes_written() >= m)
+            .is_some_and(|m| self.writer.len_with_buffered() >= m)
             || self
                 .rotation
                 .every

@@ -243,8 +243,20 @@ impl Sensor {
     }
 
     /// Starts `CMD -w OUTPUT ARGS...` (CMD runs apptag, possibly through a wrapper).
-    pub fn start_cmd(mut cmd: Command, output: &Path, args: &[&str]) -> Self {
+    pub fn start_cmd(cmd: Command, output: &Path, args: &[&str]) -> Self {
+        Self::start_waiting_for(cmd, output, output, args)
+    }
+
+    /// As `start_cmd`, but readiness is the creation of `first_file` (with -C/-W the first
+    /// file is `NAME.0.pcapng`, not `-w NAME`).
+    pub fn start_waiting_for(
+        mut cmd: Command,
+        output: &Path,
+        first_file: &Path,
+        args: &[&str],
+    ) -> Self {
         let _ = std::fs::remove_file(output);
+        let _ = std::fs::remove_file(first_file);
         // Debug logs of the capture module help when a test fails.
         cmd.env("RUST_LOG", "info,apptag::capture=debug")
             .arg("-w")
@@ -257,7 +269,7 @@ impl Sensor {
         // the order or the wording change, a grace period stands in for it.
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         loop {
-            if output.exists() {
+            if first_file.exists() {
                 break;
             }
             if let Ok(Some(st)) = proc.child.try_wait() {
@@ -270,7 +282,7 @@ impl Sensor {
             assert!(
                 Instant::now() < deadline,
                 "apptag {args:?} did not create {} within {ATTACH_TIMEOUT:?}; stderr:\n{}",
-                output.display(),
+                first_file.display(),
                 proc.stderr()
             );
             std::thread::sleep(Duration::from_millis(25));

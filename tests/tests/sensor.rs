@@ -1259,15 +1259,14 @@ fn sigterm_stops_cleanly_with_a_summary_that_matches_the_file() {
     let apps = run_apptag(&["apps".as_ref(), file.as_os_str(), "--json".as_ref()]);
     let apps: serde_json::Value = serde_json::from_slice(&apps.stdout).expect("JSON");
     assert_eq!(apps["final_table"], true, "SIGTERM writes the final table");
-    // "N packets captured, M written (...), K dropped by the kernel, ..."
+    // tcpdump's wording: "N packets captured" counts the packets written to the file.
     let summary = err
         .lines()
-        .find(|l| l.contains("packets captured"))
+        .find(|l| l.ends_with("packets captured"))
         .unwrap_or_else(|| panic!("no summary on stderr:\n{err}"));
     let written: usize = summary
-        .split(", ")
-        .nth(1)
-        .and_then(|w| w.split_whitespace().next())
+        .split_whitespace()
+        .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the written count in {summary:?}"));
     assert_eq!(written, counted, "summary {summary:?} vs capinfos");
@@ -1404,4 +1403,117 @@ fn cgroup_filter_keeps_only_that_cgroup() {
         expected,
         "--cgroup {rel}: kept vs tcpdump"
     );
+}
+
+/// -G: every rotated file is complete on its own: valid for tshark, its own process entries
+/// for every pid its packets carry, and a final application table that names exactly the
+/// processes whose packets it holds.
+#[test]
+fn rotated_files_each_describe_their_own_packets() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(19);
+    let dir = TempDir::new("rotate");
+    let _http = http_server(&pair, &dir);
+    let file = dir.file("rot.pcapng");
+    let sensor = Sensor::start(
+        None,
+        &file,
+        &["-i", &pair.host_if, "-G", "1", "--duration", "4.5"],
+    );
+    // A curl every ~0.3 s, so each one-second file gets its own processes.
+    let started = std::time::Instant::now();
+    let mut curls = Vec::new();
+    while started.elapsed() < Duration::from_millis(3500) {
+        curls.push(curl(&pair).0);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (st, err) = sensor.wait(Duration::from_secs(60));
+    assert!(st.success(), "apptag -G 1 exited with {st}; stderr:\n{err}");
+    let mut files: Vec<_> = dir
+        .list()
+        .into_iter()
+        .filter(|n| n.starts_with("rot"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "-G 1 over 4.5 s made only {files:?}");
+    let mut seen_pids = std::collections::BTreeSet::new();
+    for name in &files {
+        let path = dir.file(name);
+        let n = assert_valid(&path);
+        let ours = read_ours(&path);
+        assert_eq!(ours.packets.len(), n, "{name}: our reader vs capinfos");
+        assert!(ours.errors.is_empty(), "{name}: {:?}", ours.errors);
+        let packet_pids: std::collections::BTreeSet<u32> = ours
+            .packets
+            .iter()
+            .map(|p| p.pid)
+            .filter(|&p| p != 0)
+            .collect();
+        let entry_pids: std::collections::BTreeSet<u32> =
+            ours.processes.iter().map(|p| p.pid).collect();
+        assert!(
+            packet_pids.is_subset(&entry_pids),
+            "{name}: packets of {packet_pids:?} but process entries only for {entry_pids:?}"
+        );
+        let apps = run_apptag(&["apps".as_ref(), path.as_os_str(), "--json".as_ref()]);
+        let apps: serde_json::Value = serde_json::from_slice(&apps.stdout).expect("JSON");
+        assert_eq!(apps["final_table"], true, "{name}: final table");
+        let app_pids: std::collections::BTreeSet<u32> = apps["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["pids"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_u64().map(|p| p as u32))
+            .collect();
+        assert_eq!(
+            app_pids, packet_pids,
+            "{name}: the application table must name exactly the processes of its packets"
+        );
+        seen_pids.extend(packet_pids);
+    }
+    for pid in curls {
+        assert!(seen_pids.contains(&pid), "curl {pid} is in no file");
+    }
+}
+
+/// -C with -W: a ring of files numbered .0 .. .W-1, each valid.
+#[test]
+fn size_rotation_with_a_file_count_keeps_a_ring_of_valid_files() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(20);
+    let dir = TempDir::new("ring");
+    let _http = http_server(&pair, &dir);
+    let file = dir.file("ring.pcapng");
+    // 0.01 MB: a few curls fill a file.
+    let sensor = Sensor::start_waiting_for(
+        Command::new(apptag_bin()),
+        &file,
+        &dir.file("ring.0.pcapng"),
+        &["-i", &pair.host_if, "-C", "0.01", "-W", "3"],
+    );
+    for _ in 0..25 {
+        curl(&pair);
+    }
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(
+        st.success(),
+        "apptag -C -W exited with {st}; stderr:\n{err}"
+    );
+    let mut files: Vec<_> = dir
+        .list()
+        .into_iter()
+        .filter(|n| n.starts_with("ring"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec!["ring.0.pcapng", "ring.1.pcapng", "ring.2.pcapng"],
+        "a ring of exactly three files"
+    );
+    for name in &files {
+        assert!(assert_valid(&dir.file(name)) > 0, "{name} holds packets");
+    }
 }

@@ -339,6 +339,11 @@ impl<W: Write> Writer<W> {
         self.committed
     }
 
+    /// The size the output will have once the buffer is flushed (for size-based rotation).
+    pub fn len_with_buffered(&self) -> u64 {
+        self.committed + self.buf.len() as u64
+    }
+
     /// Hands all buffered blocks to the output and flushes it.
     pub fn flush(&mut self) -> Result<(), PcapngError> {
         self.flush_buf()?;
