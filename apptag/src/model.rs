@@ -33,9 +33,10 @@ impl Direction {
     }
 }
 
-/// How a tag was obtained, so a user can judge it. Stored in the application-record block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// How a tag was obtained, so a user can judge it. Stored in the application-record block;
+/// in JSON it is the hook's name (`"connect4"`, `"sock_send_length"`...), `"sock_diag"`,
+/// `"procfs"` or `"unknown"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Provenance {
     #[default]
     Unknown,
@@ -56,6 +57,26 @@ impl std::fmt::Display for Provenance {
             Provenance::Procfs => f.write_str("procfs"),
             Provenance::Unknown => f.write_str("unknown"),
         }
+    }
+}
+
+impl Serialize for Provenance {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Provenance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.as_str() {
+            "sock_diag" => Provenance::SockDiag,
+            "procfs" => Provenance::Procfs,
+            "unknown" => Provenance::Unknown,
+            hook => (1..=64)
+                .find(|&h| apptag_common::hook::name(h) == hook)
+                .map_or(Provenance::Unknown, Provenance::Hook),
+        })
     }
 }
 
@@ -189,4 +210,28 @@ pub struct InterfaceStats {
     pub delivered: u64,
     /// Packets accepted by the filter.
     pub filter_accepted: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provenance_is_a_readable_name_in_json() {
+        for p in [
+            Provenance::Hook(apptag_common::hook::CONNECT4),
+            Provenance::Hook(apptag_common::hook::RECV_LENGTH),
+            Provenance::SockDiag,
+            Provenance::Procfs,
+            Provenance::Unknown,
+        ] {
+            let j = serde_json::to_string(&p).unwrap();
+            assert!(j.starts_with('"'), "{j}");
+            assert_eq!(serde_json::from_str::<Provenance>(&j).unwrap(), p);
+        }
+        assert_eq!(
+            serde_json::to_string(&Provenance::Hook(apptag_common::hook::CONNECT4)).unwrap(),
+            "\"connect4\""
+        );
+    }
 }
