@@ -4,7 +4,7 @@ use std::{fs::File, path::Path};
 
 use memmap2::Mmap;
 
-use crate::model::{AppRecord, InterfaceInfo, InterfaceStats, Packet, ProcessInfo};
+use crate::model::InterfaceInfo;
 
 use super::{ReportError, pcap};
 
@@ -19,28 +19,9 @@ pub enum Format {
     Pcapng,
 }
 
-/// One item of a capture, in file order.
-#[derive(Clone, Debug)]
-pub enum Record<'a> {
-    Packet(Packet<'a>),
-    /// A new interface; interfaces are numbered in the order they appear.
-    Interface(InterfaceInfo),
-    Process(ProcessInfo),
-    /// One application-record block (one part of a table write).
-    AppRecords {
-        sequence: u32,
-        final_table: bool,
-        part: u16,
-        parts: u16,
-        apps: Vec<AppRecord>,
-    },
-    /// A new pcapng section: interface ids restart at 0.
-    Section,
-    InterfaceStats {
-        interface: u32,
-        stats: InterfaceStats,
-    },
-}
+/// One item of a capture, in file order: the pcapng reader's records (a classic pcap file
+/// yields one `Interface` and then `Packet`s).
+pub use crate::pcapng::Record;
 
 /// A capture file held in memory (mapped, so only the pages being read are resident).
 pub struct Capture {
@@ -179,38 +160,12 @@ impl<'a> Records<'a> {
                 }
                 reader.next_packet().map(|r| r.map(Record::Packet))
             }
-            Inner::Pcapng(reader) => {
-                use crate::pcapng::Record as R;
-                loop {
-                    let rec = match reader.next_record()? {
-                        Ok(r) => r,
-                        Err(e) => return Some(Err(e.into())),
-                    };
-                    return Some(Ok(match rec {
-                        R::Packet(p) => Record::Packet(p),
-                        R::Interface(i) => Record::Interface(i),
-                        R::Process(p) => Record::Process(p),
-                        R::AppRecords {
-                            sequence,
-                            final_table,
-                            part,
-                            parts,
-                            apps,
-                        } => Record::AppRecords {
-                            sequence,
-                            final_table,
-                            part,
-                            parts,
-                            apps,
-                        },
-                        R::InterfaceStats { interface, stats } => {
-                            Record::InterfaceStats { interface, stats }
-                        }
-                        R::Section => Record::Section,
-                        R::Other { .. } => continue,
-                    }));
+            Inner::Pcapng(reader) => loop {
+                match reader.next_record()? {
+                    Ok(Record::Other { .. }) => continue,
+                    r => return Some(r.map_err(Into::into)),
                 }
-            }
+            },
         }
     }
 }
