@@ -9,7 +9,7 @@
 //! window so that the kernel events describing their sockets (which can arrive just after
 //! an ingress packet) are applied before the packet is tagged, then writes the pcapng.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc,
@@ -136,6 +136,59 @@ impl Feeder {
     }
 }
 
+/// Packets of all capture threads, released in timestamp order once older than the merge
+/// delay. Each fanout member's packets arrive in order, but members (and interfaces)
+/// interleave; without this the file's timestamps would jump back and forth.
+#[derive(Default)]
+struct Reorder {
+    /// Batches with the index of their first packet not yet released.
+    batches: Vec<(Batch, usize)>,
+    order: Vec<(u64, u32, u32)>,
+}
+
+impl Reorder {
+    fn push(&mut self, b: Batch) {
+        if !b.pkts.is_empty() {
+            self.batches.push((b, 0));
+        }
+    }
+
+    /// Calls `f` for every packet stamped at or before `horizon`, oldest first.
+    fn release(
+        &mut self,
+        horizon: u64,
+        mut f: impl FnMut(&Batch, usize) -> Result<(), PipelineError>,
+    ) -> Result<(), PipelineError> {
+        self.order.clear();
+        for (bi, (b, next)) in self.batches.iter().enumerate() {
+            for (pi, p) in b.pkts.iter().enumerate().skip(*next) {
+                if p.0 > horizon {
+                    break;
+                }
+                self.order.push((p.0, bi as u32, pi as u32));
+            }
+        }
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        // Equal stamps keep their arrival order (batch, then position).
+        self.order.sort_unstable();
+        let mut result = Ok(());
+        for &(_, bi, pi) in &self.order {
+            if let Some((b, next)) = self.batches.get_mut(bi as usize) {
+                // Released packets are a prefix of each batch, whatever order they go in.
+                *next = (*next).max(pi as usize + 1);
+                result = f(b, pi as usize);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        self.batches.retain(|(b, next)| *next < b.pkts.len());
+        result
+    }
+}
+
 struct CaptureThreads {
     stops: Vec<StopHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -181,7 +234,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         linktypes: infos.iter().map(|i| i.linktype).collect(),
         loopback,
     };
-    let mut queue: VecDeque<Batch> = VecDeque::new();
+    let mut reorder = Reorder::default();
     let mut last_apps = Instant::now();
     let mut status = crate::status::StatusLine::new();
     let mut stopping = false;
@@ -199,9 +252,9 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         }
         let disconnected = match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(b) => {
-                queue.push_back(b);
+                reorder.push(b);
                 while let Ok(b) = rx.try_recv() {
-                    queue.push_back(b);
+                    reorder.push(b);
                 }
                 false
             }
@@ -210,14 +263,14 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
             Err(mpsc::RecvTimeoutError::Disconnected) => true,
         };
         attributor.poll();
-        let horizon = crate::sys::now_ns().saturating_sub(MERGE_DELAY_NS);
-        while let Some(b) = queue.pop_front() {
-            if !(stopping || disconnected || b.pkts.last().is_none_or(|p| p.0 <= horizon)) {
-                queue.push_front(b);
-                break;
-            }
-            merge.write_batch(&b, &mut attributor, &mut out, &captures, cfg)?;
-        }
+        let horizon = if stopping || disconnected {
+            u64::MAX
+        } else {
+            crate::sys::now_ns().saturating_sub(MERGE_DELAY_NS)
+        };
+        reorder.release(horizon, |b, i| {
+            merge.write_one(b, i, &mut attributor, &mut out, &captures, cfg)
+        })?;
         if disconnected {
             break;
         }
@@ -488,9 +541,11 @@ struct Merge {
 }
 
 impl Merge {
-    fn write_batch(
+    /// Tags and writes packet `i` of batch `b`.
+    fn write_one(
         &mut self,
         b: &Batch,
+        i: usize,
         a: &mut Attributor,
         out: &mut Output,
         captures: &[Capture],
@@ -502,7 +557,7 @@ impl Merge {
             .get(b.iface as usize)
             .copied()
             .unwrap_or(false);
-        for &(ts, orig_len, off, len, direction) in &b.pkts {
+        if let Some(&(ts, orig_len, off, len, direction)) = b.pkts.get(i) {
             if out.finished || cfg.count.is_some_and(|c| self.summary.written >= c) {
                 return Ok(());
             }
@@ -527,36 +582,43 @@ impl Merge {
                 direction
             };
             let mut tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
+            let mut quoted_error = false;
             if tag.is_none()
                 && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
                 && let Some(quoted) = icmp_quoted(linktype, data)
             {
                 // An ICMP error belongs to the socket that sent the datagram it quotes.
                 tag = a.table().lookup(&quoted, Direction::Outbound, ts);
+                quoted_error = tag.is_some();
             }
             if let Some(t) = &tag {
                 let info = a.table().processes().get(t.proc);
                 if !cfg.pids.is_empty() && !cfg.pids.contains(&t.pid) {
-                    continue;
+                    return Ok(());
                 }
                 if !cfg.comms.is_empty() && !info.is_some_and(|p| cfg.comms.contains(&p.name)) {
-                    continue;
+                    return Ok(());
                 }
                 if !cfg.cgroups.is_empty() && !info.is_some_and(|p| in_cgroups(p, &cfg.cgroups)) {
-                    continue;
+                    return Ok(());
                 }
                 if let Some(p) = info
                     && !out.writer.knows_process(p.pid, p.start_ns)
                 {
                     out.writer.write_process(p).map_err(|e| out.err(e))?;
                 }
-                // The tagged socket sent this packet if it is the packet's source.
-                let sent = ends
-                    .is_some_and(|e| e.src == t.tuple.local && e.src_port == t.tuple.local_port);
-                self.account(t, ts, orig_len, sent, a.table());
+                // The socket's counters are its conversation, as tshark's `-z conv` counts
+                // it; an ICMP error about it is tagged but not counted there.
+                if !quoted_error {
+                    // The tagged socket sent this packet if it is the packet's source.
+                    let sent = ends.is_some_and(|e| {
+                        e.src == t.tuple.local && e.src_port == t.tuple.local_port
+                    });
+                    self.account(t, ts, orig_len, sent, a.table());
+                }
                 self.summary.attributed += 1;
             } else if !cfg.pids.is_empty() || !cfg.comms.is_empty() || !cfg.cgroups.is_empty() {
-                continue;
+                return Ok(());
             }
             out.writer
                 .write_packet(&Packet {
@@ -735,6 +797,49 @@ mod tests {
         assert!(in_cgroups(&p, &["abc".into()]));
         assert!(!in_cgroups(&p, &["/system.sl".into()]));
         assert!(!in_cgroups(&p, &["/user.slice".into()]));
+    }
+
+    fn batch(iface: u32, stamps: &[u64]) -> Batch {
+        let mut b = Batch::new(iface);
+        for &ts in stamps {
+            b.push(&Packet {
+                ts_ns: ts,
+                interface: iface,
+                orig_len: 1,
+                data: &[0],
+                direction: Direction::Unknown,
+                pid: 0,
+                tid: 0,
+            });
+        }
+        b
+    }
+
+    #[test]
+    fn reorder_releases_due_packets_once_in_time_order() {
+        let mut r = Reorder::default();
+        r.push(batch(0, &[10, 30, 50, 70]));
+        r.push(batch(1, &[20, 40, 60]));
+        r.push(batch(0, &[35, 32]));
+        let mut got = Vec::new();
+        r.release(45, |b, i| {
+            got.push(b.pkts[i].0);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, vec![10, 20, 30, 32, 35, 40]);
+        got.clear();
+        r.release(u64::MAX, |b, i| {
+            got.push(b.pkts[i].0);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![50, 60, 70],
+            "nothing released twice, nothing lost"
+        );
+        assert!(r.batches.is_empty());
     }
 
     #[test]

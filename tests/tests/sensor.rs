@@ -230,6 +230,11 @@ fn capture_is_valid_and_matches_tshark_packet_for_packet() {
         assert_eq!(epoch_string(o.ts_ns), t.time, "packet {} time", i + 1);
         assert_eq!(o.orig_len, t.len, "packet {} length", i + 1);
     }
+    // Capture threads interleave; the writer puts packets back in time order.
+    assert!(
+        ours.packets.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+        "packet timestamps go backwards"
+    );
     // The traffic of all three processes is in the file (as tshark sees it).
     let n = |f: &dyn Fn(&FiveTuple) -> bool| {
         theirs
@@ -1025,6 +1030,10 @@ fn two_interfaces_keep_each_packet_on_its_own_interface() {
     assert!(ours.errors.is_empty(), "our reader: {:?}", ours.errors);
     let names: Vec<&str> = ours.interfaces.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, [a.host_if.as_str(), b.host_if.as_str()]);
+    assert!(
+        ours.packets.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+        "packets of the two interfaces are not merged in time order"
+    );
     let theirs = tshark_interface_names(&file);
     let mine: Vec<String> = ours
         .packets
