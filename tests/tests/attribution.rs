@@ -92,6 +92,19 @@ fn tcp_client_and_accepted_server_socket() {
     let c = tag_of(&a, local, listen, 6);
     assert_eq!(c.pid, client.pid());
     assert_eq!(comm_of(&a, &c), TRAFFIC_COMM);
+    // The client's socket life, in the order it happened.
+    let sock = a.table().socket(c.cookie).expect("client socket");
+    let life = [
+        Some(sock.created_ns),
+        sock.connected_ns,
+        sock.first_send_ns,
+        sock.closed_ns,
+    ];
+    assert!(life.iter().all(Option::is_some), "missing steps: {life:?}");
+    assert!(
+        life.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {life:?}"
+    );
     // The accepted socket: local end is the listener's address, remote the client.
     let s = tag_of(&a, listen, local, 6);
     assert_eq!(s.pid, server.pid());

@@ -53,7 +53,14 @@ pub struct SockInfo {
     pub local_port: u16,
     pub remote: Addr,
     pub remote_port: u16,
+    /// When the socket appeared (its creation, or when apptag first heard of it).
     pub created_ns: u64,
+    /// When it was bound, connected (or its TCP connection established), first sent and
+    /// first received on, and closed, as far as the hooks saw (ns since the epoch).
+    pub bound_ns: Option<u64>,
+    pub connected_ns: Option<u64>,
+    pub first_send_ns: Option<u64>,
+    pub first_recv_ns: Option<u64>,
     pub closed_ns: Option<u64>,
     /// Successive users, oldest first.
     pub owners: Vec<Owner>,
@@ -72,6 +79,10 @@ impl SockInfo {
             remote: Addr::UNSPECIFIED,
             remote_port: 0,
             created_ns: ts,
+            bound_ns: None,
+            connected_ns: None,
+            first_send_ns: None,
+            first_recv_ns: None,
             closed_ns: None,
             owners: Vec::new(),
             listening: false,
@@ -177,16 +188,27 @@ impl SocketTable {
         let mut index_tuple = None;
         let mut index_local = false;
         match ev.kind {
+            kind::SEND => {
+                s.first_send_ns.get_or_insert(ts);
+            }
+            kind::RECV => {
+                s.first_recv_ns.get_or_insert(ts);
+            }
             kind::BIND => {
+                s.bound_ns.get_or_insert(ts);
                 s.local = local;
                 s.local_port = ev.local_port;
                 index_local = true;
             }
             kind::CONNECT => {
+                s.connected_ns.get_or_insert(ts);
                 s.remote = remote;
                 s.remote_port = ev.remote_port;
             }
             kind::ESTABLISHED | kind::FLOW => {
+                if ev.kind == kind::ESTABLISHED {
+                    s.connected_ns.get_or_insert(ts);
+                }
                 let t = Tuple {
                     local,
                     local_port: ev.local_port,
