@@ -1,7 +1,7 @@
 //! The live sensor: capture threads -> bounded queues -> one merge/write thread.
 //!
-//! Capture threads (one per fanout member) copy ring packets into batches of at most
-//! `BATCH_BYTES` and hand them over a bounded channel. When the writer falls behind, the
+//! Capture threads (one per fanout member, so one per CPU) copy ring packets into batches
+//! of at most `BATCH_BYTES` and hand them over their own bounded queue. When the writer falls behind, the
 //! channel fills and the capture threads wait, so the kernel rings (hundreds of MiB) absorb
 //! the burst; only when they are full too does the kernel drop, and it counts every drop
 //! (PACKET_STATISTICS), which goes into the file's interface statistics. Nothing is lost
@@ -14,7 +14,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc::{self, SyncSender},
+        mpsc::{self, Receiver, SyncSender, TryRecvError},
     },
     time::{Duration, Instant},
 };
@@ -34,9 +34,11 @@ use crate::{
 
 /// Packets are tagged only once they are this old, so late socket events are applied first.
 const MERGE_DELAY_NS: u64 = 100_000_000;
-/// Batches in flight between the capture threads and the writer (at most
-/// QUEUE_BATCHES x BATCH_BYTES of packet data).
-const QUEUE_BATCHES: usize = 64;
+/// Batches in flight between each capture thread and the writer (at most
+/// QUEUE_BATCHES x BATCH_BYTES of packet data per thread).
+const QUEUE_BATCHES: usize = 32;
+/// How long the writer sleeps when no queue has anything (far below the merge delay).
+const IDLE_WAIT: Duration = Duration::from_millis(2);
 const BATCH_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +192,7 @@ impl Reorder {
 }
 
 struct CaptureThreads {
+    queues: Vec<Receiver<Batch>>,
     stops: Vec<StopHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -224,8 +227,8 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         // keeps only the incoming copy: attribute it to its sender first.
         .map(|i| crate::capture::iface::lookup(&i.name).is_ok_and(|i| i.is_loopback()))
         .collect();
-    let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
-    let threads = start_threads(&mut captures, tx)?;
+    let threads = start_threads(&mut captures)?;
+    let mut queues = threads.queues;
     let started = Instant::now();
     let mut merge = Merge {
         sockets: HashMap::new(),
@@ -250,18 +253,26 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
                 s.stop();
             }
         }
-        let disconnected = match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(b) => {
-                reorder.push(b);
-                while let Ok(b) = rx.try_recv() {
-                    reorder.push(b);
+        // Each capture thread has its own queue; take what every one has.
+        let mut got = false;
+        queues.retain(|q| {
+            loop {
+                match q.try_recv() {
+                    Ok(b) => {
+                        got = true;
+                        reorder.push(b);
+                    }
+                    Err(TryRecvError::Empty) => break true,
+                    // That thread is done (stopped, or its ring failed).
+                    Err(TryRecvError::Disconnected) => break false,
                 }
-                false
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-            // All capture threads are done: tag and write what is left, then stop.
-            Err(mpsc::RecvTimeoutError::Disconnected) => true,
-        };
+        });
+        // All capture threads are done: tag and write what is left, then stop.
+        let disconnected = queues.is_empty();
+        if !got && !disconnected {
+            std::thread::sleep(IDLE_WAIT);
+        }
         attributor.poll();
         let horizon = if stopping || disconnected {
             u64::MAX
@@ -487,16 +498,17 @@ pub fn file_name(base: &std::path::Path, seq: u32, rotation: &Rotation) -> PathB
     base.with_file_name(name)
 }
 
-fn start_threads(
-    captures: &mut [Capture],
-    tx: SyncSender<Batch>,
-) -> Result<CaptureThreads, PipelineError> {
+fn start_threads(captures: &mut [Capture]) -> Result<CaptureThreads, PipelineError> {
     let mut stops = Vec::new();
     let mut threads = Vec::new();
+    let mut queues = Vec::new();
     for (iface, c) in captures.iter_mut().enumerate() {
         stops.push(c.stop_handle());
         for mut reader in c.take_readers() {
-            let tx = tx.clone();
+            // One bounded queue per capture thread (per CPU with fanout): no contention
+            // between capture threads, and each one's backpressure is its own.
+            let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+            queues.push(rx);
             let t = std::thread::Builder::new()
                 .name(format!("apptag-cap{iface}"))
                 .spawn(move || {
@@ -526,7 +538,11 @@ fn start_threads(
             threads.push(t);
         }
     }
-    Ok(CaptureThreads { stops, threads })
+    Ok(CaptureThreads {
+        stops,
+        threads,
+        queues,
+    })
 }
 
 struct Merge {
