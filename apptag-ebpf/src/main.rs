@@ -83,6 +83,10 @@ fn fill_task(ev: &mut SockEvent) {
     ev.task_valid = 1;
 }
 
+/// BPF_RB_NO_WAKEUP: user space polls the ring every few milliseconds, so the task whose
+/// connect() or send() produced the event never pays for waking the reader.
+const RB_NO_WAKEUP: u64 = 1;
+
 /// Reserves a slot, lets `fill` write it, submits it. A full ring is counted, never silent.
 #[inline(always)]
 fn emit(fill: impl FnOnce(&mut SockEvent)) {
@@ -90,7 +94,7 @@ fn emit(fill: impl FnOnce(&mut SockEvent)) {
         Some(mut slot) => {
             let ev = slot.write(SockEvent::zeroed());
             fill(ev);
-            slot.submit(0);
+            slot.submit(RB_NO_WAKEUP);
             bump(stat::EVENTS);
         }
         None => bump(stat::RINGBUF_FULL),

@@ -319,7 +319,8 @@ impl EventStream {
         n
     }
 
-    /// Waits until the ring has data or `timeout_ms` passes.
+    /// Waits until the kernel signals the ring or `timeout_ms` passes. The programs submit
+    /// with BPF_RB_NO_WAKEUP, so callers should treat this as a sleep and drain anyway.
     pub fn wait(&self, timeout_ms: i32) -> bool {
         let mut pfd = libc::pollfd {
             fd: self.ring.as_raw_fd(),

@@ -241,7 +241,8 @@ fn event_loop(
 ) {
     let clock = BootClock::new();
     while !stop.load(Ordering::Relaxed) {
-        stream.wait(50);
+        // The programs submit without waking us (BPF_RB_NO_WAKEUP): poll at a fixed pace.
+        std::thread::sleep(EVENT_POLL);
         let mut batch = Vec::new();
         stream.drain(|e| {
             if e.task_valid == 1 {
@@ -254,6 +255,11 @@ fn event_loop(
         }
     }
 }
+
+/// How often the event thread reads the ring: short enough that a process living a few
+/// milliseconds is usually still in /proc when its first event is read, long enough that
+/// the thread costs nothing measurable (500 wake-ups per second).
+const EVENT_POLL: Duration = Duration::from_millis(2);
 
 /// Only TCP/UDP/UDPLite with ports can be found in socket tables.
 fn is_local_candidate(e: &PacketEnds) -> bool {

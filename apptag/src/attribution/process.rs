@@ -212,8 +212,23 @@ pub fn read_proc(pid: u32, boot_ns: u64, tck: u64) -> Option<ProcessInfo> {
     })
 }
 
-/// The user name for `uid` from /etc/passwd (no NSS: good enough for local accounts).
+/// The user name for `uid` from /etc/passwd (no NSS: good enough for local accounts),
+/// cached: every new process asks, and rereading the file each time costs more than the
+/// rest of the /proc reads.
 pub fn user_name(uid: u32) -> String {
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<u32, String>>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(n) = cache.lock().ok().and_then(|c| c.get(&uid).cloned()) {
+        return n;
+    }
+    let name = read_user_name(uid);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(uid, name.clone());
+    }
+    name
+}
+
+fn read_user_name(uid: u32) -> String {
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|s| {
