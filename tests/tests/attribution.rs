@@ -95,10 +95,10 @@ fn tcp_client_and_accepted_server_socket() {
     // The client's socket life, in the order it happened.
     let sock = a.table().socket(c.cookie).expect("client socket");
     let life = [
-        Some(sock.created_ns),
-        sock.connected_ns,
-        sock.first_send_ns,
-        sock.closed_ns,
+        Some(sock.life.created_ns),
+        sock.life.connected_ns,
+        sock.life.first_send_ns,
+        sock.life.closed_ns,
     ];
     assert!(life.iter().all(Option::is_some), "missing steps: {life:?}");
     assert!(

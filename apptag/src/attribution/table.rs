@@ -43,6 +43,19 @@ pub struct Owner {
     pub provenance: Provenance,
 }
 
+/// A socket's life as the hooks saw it, ns since the epoch (None: not seen).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SocketLife {
+    /// When the socket appeared (its creation, or when apptag first heard of it).
+    pub created_ns: u64,
+    pub bound_ns: Option<u64>,
+    /// connect(), or its TCP connection established.
+    pub connected_ns: Option<u64>,
+    pub first_send_ns: Option<u64>,
+    pub first_recv_ns: Option<u64>,
+    pub closed_ns: Option<u64>,
+}
+
 /// What the table knows about one socket.
 #[derive(Clone, Debug, Serialize)]
 pub struct SockInfo {
@@ -53,15 +66,8 @@ pub struct SockInfo {
     pub local_port: u16,
     pub remote: Addr,
     pub remote_port: u16,
-    /// When the socket appeared (its creation, or when apptag first heard of it).
-    pub created_ns: u64,
-    /// When it was bound, connected (or its TCP connection established), first sent and
-    /// first received on, and closed, as far as the hooks saw (ns since the epoch).
-    pub bound_ns: Option<u64>,
-    pub connected_ns: Option<u64>,
-    pub first_send_ns: Option<u64>,
-    pub first_recv_ns: Option<u64>,
-    pub closed_ns: Option<u64>,
+    #[serde(flatten)]
+    pub life: SocketLife,
     /// Successive users, oldest first.
     pub owners: Vec<Owner>,
     /// A TCP socket that listened (its accepted children inherit its owner until used).
@@ -78,12 +84,10 @@ impl SockInfo {
             local_port: 0,
             remote: Addr::UNSPECIFIED,
             remote_port: 0,
-            created_ns: ts,
-            bound_ns: None,
-            connected_ns: None,
-            first_send_ns: None,
-            first_recv_ns: None,
-            closed_ns: None,
+            life: SocketLife {
+                created_ns: ts,
+                ..SocketLife::default()
+            },
             owners: Vec::new(),
             listening: false,
         }
@@ -100,7 +104,8 @@ impl SockInfo {
     }
 
     fn alive_at(&self, ts: u64) -> bool {
-        self.closed_ns
+        self.life
+            .closed_ns
             .is_none_or(|c| c.saturating_add(CLOSE_GRACE_NS) >= ts)
     }
 }
@@ -189,25 +194,25 @@ impl SocketTable {
         let mut index_local = false;
         match ev.kind {
             kind::SEND => {
-                s.first_send_ns.get_or_insert(ts);
+                s.life.first_send_ns.get_or_insert(ts);
             }
             kind::RECV => {
-                s.first_recv_ns.get_or_insert(ts);
+                s.life.first_recv_ns.get_or_insert(ts);
             }
             kind::BIND => {
-                s.bound_ns.get_or_insert(ts);
+                s.life.bound_ns.get_or_insert(ts);
                 s.local = local;
                 s.local_port = ev.local_port;
                 index_local = true;
             }
             kind::CONNECT => {
-                s.connected_ns.get_or_insert(ts);
+                s.life.connected_ns.get_or_insert(ts);
                 s.remote = remote;
                 s.remote_port = ev.remote_port;
             }
             kind::ESTABLISHED | kind::FLOW => {
                 if ev.kind == kind::ESTABLISHED {
-                    s.connected_ns.get_or_insert(ts);
+                    s.life.connected_ns.get_or_insert(ts);
                 }
                 let t = Tuple {
                     local,
@@ -226,7 +231,7 @@ impl SocketTable {
                 }
                 index_tuple = Some(t);
             }
-            kind::CLOSE => s.closed_ns = Some(ts),
+            kind::CLOSE => s.life.closed_ns = Some(ts),
             _ => {}
         }
         // A close is done by whoever holds the last fd, not necessarily the socket's user.
@@ -424,7 +429,8 @@ impl SocketTable {
             .socks
             .values()
             .filter(|s| {
-                s.closed_ns.is_some_and(|c| c < cutoff) || (s.family == 0 && s.created_ns < cutoff)
+                s.life.closed_ns.is_some_and(|c| c < cutoff)
+                    || (s.family == 0 && s.life.created_ns < cutoff)
             })
             .map(|s| s.cookie)
             .collect();

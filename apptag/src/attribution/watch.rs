@@ -40,13 +40,8 @@ pub struct SocketLine {
     pub provenance: String,
     /// When the owner was first seen, ns since the epoch.
     pub attributed_ns: u64,
-    /// The socket's life as the hooks saw it (ns since the epoch; null when not seen).
-    pub created_ns: u64,
-    pub bound_ns: Option<u64>,
-    pub connected_ns: Option<u64>,
-    pub first_send_ns: Option<u64>,
-    pub first_recv_ns: Option<u64>,
-    pub closed_ns: Option<u64>,
+    #[serde(flatten)]
+    pub life: super::table::SocketLife,
     pub closed: bool,
 }
 
@@ -78,13 +73,8 @@ fn line(a: &Attributor, s: &SockInfo) -> Option<SocketLine> {
         remote: fmt(s.remote, s.remote_port),
         provenance: o.provenance.to_string(),
         attributed_ns: o.since_ns,
-        created_ns: s.created_ns,
-        bound_ns: s.bound_ns,
-        connected_ns: s.connected_ns,
-        first_send_ns: s.first_send_ns,
-        first_recv_ns: s.first_recv_ns,
-        closed_ns: s.closed_ns,
-        closed: s.closed_ns.is_some(),
+        life: s.life,
+        closed: s.life.closed_ns.is_some(),
     })
 }
 
@@ -113,7 +103,7 @@ pub fn watch(
                 continue;
             };
             // Wait for the local end unless the socket is gone or we are finishing.
-            if s.local_port == 0 && s.closed_ns.is_none() && !all {
+            if s.local_port == 0 && s.life.closed_ns.is_none() && !all {
                 keep.push(c);
                 continue;
             }
