@@ -231,6 +231,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     let mut queues = threads.queues;
     let started = Instant::now();
     let mut merge = Merge {
+        cgroups: CgroupFilter::default(),
         sockets: HashMap::new(),
         procs: HashMap::new(),
         summary: Summary::default(),
@@ -546,6 +547,7 @@ fn start_threads(captures: &mut [Capture]) -> Result<CaptureThreads, PipelineErr
 }
 
 struct Merge {
+    cgroups: CgroupFilter,
     /// Per socket: what was seen on it, and which process it belongs to.
     sockets: HashMap<u64, (SocketRecord, ProcKey)>,
     /// The processes those sockets belong to, copied when first seen: the attribution
@@ -615,7 +617,8 @@ impl Merge {
                 if !cfg.comms.is_empty() && !info.is_some_and(|p| cfg.comms.contains(&p.name)) {
                     return Ok(());
                 }
-                if !cfg.cgroups.is_empty() && !info.is_some_and(|p| in_cgroups(p, &cfg.cgroups)) {
+                if !cfg.cgroups.is_empty() && !self.cgroups.matches(t.cgroup_id, info, &cfg.cgroups)
+                {
                     return Ok(());
                 }
                 if let Some(p) = info
@@ -748,6 +751,70 @@ impl Merge {
         v.truncate(3);
         v
     }
+}
+
+/// `--cgroup`: matches by the cgroup id the kernel reported with the task (reliable even for
+/// a process gone before /proc could be read), or by the cgroup path and container id from
+/// /proc.
+#[derive(Default)]
+struct CgroupFilter {
+    /// cgroup ids (directory inodes) at or below the wanted paths.
+    inside: std::collections::HashSet<u64>,
+    /// ids known to be elsewhere.
+    outside: std::collections::HashSet<u64>,
+}
+
+impl CgroupFilter {
+    fn matches(
+        &mut self,
+        id: u64,
+        info: Option<&crate::model::ProcessInfo>,
+        wanted: &[String],
+    ) -> bool {
+        if info.is_some_and(|p| in_cgroups(p, wanted)) {
+            return true;
+        }
+        if id == 0 || self.outside.contains(&id) {
+            return false;
+        }
+        if !self.inside.contains(&id) {
+            // A cgroup we have not met: rescan the wanted subtrees (new child cgroups appear
+            // at run time). Each unknown id costs one scan, then it is remembered.
+            self.inside = subtree_ids(wanted);
+            if !self.inside.contains(&id) {
+                self.outside.insert(id);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Inode numbers (= cgroup ids) of every cgroup at or below the wanted paths.
+fn subtree_ids(wanted: &[String]) -> std::collections::HashSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ids = std::collections::HashSet::new();
+    let Some(root) = crate::sys::cgroup2_mount() else {
+        return ids;
+    };
+    let mut stack: Vec<PathBuf> = wanted
+        .iter()
+        .filter(|w| w.starts_with('/'))
+        .map(|w| root.join(w.trim_start_matches('/')))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        if let Ok(m) = std::fs::metadata(&dir) {
+            ids.insert(m.ino());
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    ids
 }
 
 fn in_cgroups(p: &crate::model::ProcessInfo, wanted: &[String]) -> bool {

@@ -117,6 +117,8 @@ pub struct Tag {
     pub tid: u32,
     pub cookie: u64,
     pub proc: ProcKey,
+    /// cgroup v2 id of the task (0 when only /proc named it).
+    pub cgroup_id: u64,
     pub provenance: Provenance,
     /// The tuple as seen from the tagged socket (local = its end).
     pub tuple: Tuple,
@@ -389,6 +391,7 @@ impl SocketTable {
             tid: owner.tid,
             cookie,
             proc: owner.proc,
+            cgroup_id: owner.cgroup_id,
             provenance: owner.provenance,
             tuple: *t,
         })
