@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{AppTable, PcapngError, Record, open_file};
-use crate::model::{AppRecord, proto};
+use crate::model::{AppRecord, Provenance, proto};
 
 /// What `apptag apps` found in a file.
 #[derive(Debug, Serialize)]
@@ -56,6 +56,15 @@ fn fmt_time(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02}.{:03}", (ns / 1_000_000) % 1000)
+}
+
+fn via(p: Provenance) -> String {
+    match p {
+        Provenance::Unknown => "unknown".into(),
+        Provenance::Hook(h) => format!("hook {h}"),
+        Provenance::SockDiag => "sock_diag".into(),
+        Provenance::Procfs => "procfs".into(),
+    }
 }
 
 fn endpoint(a: &std::net::IpAddr, port: u16) -> String {
@@ -112,15 +121,15 @@ pub fn print(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), PcapngE
                 "pkts out",
                 "bytes in",
                 "bytes out",
-                "first",
-                "last",
+                "first UTC",
+                "last UTC",
                 "pid"
             )
             .map_err(io)?;
             for s in &app.sockets {
                 writeln!(
                     out,
-                    "  {:<7} {:<40} {:<40} {:>8} {:>8} {:>10} {:>10} {:<12} {:<12} {:>7} {:?}",
+                    "  {:<7} {:<40} {:<40} {:>8} {:>8} {:>10} {:>10} {:<12} {:<12} {:>7} {}",
                     proto::name(s.protocol),
                     endpoint(&s.local_addr, s.local_port),
                     endpoint(&s.remote_addr, s.remote_port),
@@ -131,7 +140,7 @@ pub fn print(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), PcapngE
                     fmt_time(s.first_ns),
                     fmt_time(s.last_ns),
                     s.pid,
-                    s.provenance
+                    via(s.provenance)
                 )
                 .map_err(io)?;
             }
