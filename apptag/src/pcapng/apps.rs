@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{AppTable, PcapngError, Record, open_file};
-use crate::model::{AppRecord, proto};
+use crate::model::{AppRecord, Provenance, proto};
 
 /// What `apptag apps` found in a file.
 #[derive(Debug, Serialize)]
@@ -56,6 +56,15 @@ fn fmt_time(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02}.{:03}", (ns / 1_000_000) % 1000)
+}
+
+fn via(p: Provenance) -> String {
+    match p {
+        Provenance::Unknown => "unknown".into(),
+        Provenance::Hook(h) => format!("hook {h}"),
+        Provenance::SockDiag => "sock_diag".into(),
+        Provenance::Procfs => "procfs".into(),
+    }
 }
 
 fn endpoint(a: &std::net::IpAddr, port: u16) -> String {
@@ -112,8 +121,8 @@ pub fn print(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), PcapngE
                 "pkts out",
                 "bytes in",
                 "bytes out",
-                "first",
-                "last",
+                "first UTC",
+                "last UTC",
                 "pid"
             )
             .map_err(io)?;
@@ -131,7 +140,7 @@ pub fn print(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), PcapngE
                     fmt_time(s.first_ns),
                     fmt_time(s.last_ns),
                     s.pid,
-                    s.provenance
+                    via(s.provenance)
                 )
                 .map_err(io)?;
             }
