@@ -341,6 +341,20 @@ fn sendfile_sender() {
     assert_eq!(tag_of(&a, local, server, 6).pid, p.pid());
 }
 
+#[test]
+fn splice_sender() {
+    require_root();
+    let _g = SERIAL.lock();
+    let mut a = attributor();
+    let server = echo_server("127.0.0.1:0");
+    let mut p = Traffic::start("splice", &server.to_string(), "");
+    let local = addr(&p.get("local"));
+    assert_eq!(p.get("sent"), "512");
+    p.wait_ok();
+    settle(&mut a);
+    assert_eq!(tag_of(&a, local, server, 6).pid, p.pid());
+}
+
 /// Raw ICMP has no ports: the packet's addresses and protocol lead to the raw socket.
 #[test]
 fn raw_icmp_sender() {

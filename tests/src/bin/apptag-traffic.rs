@@ -175,6 +175,43 @@ fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
             let mut buf = [0u8; 64];
             let _ = s.read(&mut buf)?;
         }
+        // Move data from a pipe into the socket with splice(2): no send() names the socket.
+        "splice" => {
+            use std::os::fd::AsRawFd;
+            let mut s = TcpStream::connect(addr)?;
+            say("local", s.local_addr()?);
+            let mut fds = [0i32; 2];
+            // SAFETY: fds has room for the two descriptors pipe(2) returns.
+            if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let data = [b's'; 512];
+            // SAFETY: valid fd and buffer.
+            let w = unsafe { libc::write(fds[1], data.as_ptr().cast(), data.len()) };
+            // SAFETY: valid fds; null offsets for a pipe and a socket.
+            let n = unsafe {
+                libc::splice(
+                    fds[0],
+                    std::ptr::null_mut(),
+                    s.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    data.len(),
+                    0,
+                )
+            };
+            let err = std::io::Error::last_os_error();
+            // SAFETY: our own pipe fds.
+            unsafe {
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+            }
+            if w < 0 || n < 0 {
+                return Err(err);
+            }
+            say("sent", n);
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf)?;
+        }
         // One ICMP echo request through a raw socket (ping without ping).
         "icmp-raw" => icmp_raw(addr)?,
         other => {
