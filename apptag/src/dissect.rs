@@ -38,6 +38,19 @@ pub enum Fragment {
     Later { id: u32 },
 }
 
+impl Fragment {
+    /// From a fragment offset (in 8-byte units), the more-fragments flag and the id.
+    fn of(offset: u16, more: bool, id: u32) -> Self {
+        if offset != 0 {
+            Fragment::Later { id }
+        } else if more {
+            Fragment::First { id }
+        } else {
+            Fragment::Whole
+        }
+    }
+}
+
 /// The network layer a packet carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Network {
@@ -222,14 +235,7 @@ fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     let frag = be16(ip, 6).unwrap_or(0);
     let id = u32::from(be16(ip, 4).unwrap_or(0));
     let offset = frag & 0x1fff;
-    let more = frag & 0x2000 != 0;
-    d.fragment = if offset != 0 {
-        Fragment::Later { id }
-    } else if more {
-        Fragment::First { id }
-    } else {
-        Fragment::Whole
-    };
+    d.fragment = Fragment::of(offset, frag & 0x2000 != 0, id);
     if offset != 0 {
         return;
     }
@@ -290,14 +296,7 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                 next = nh;
                 off += 8;
                 let offset = fo >> 3;
-                let more = fo & 1 != 0;
-                d.fragment = if offset != 0 {
-                    Fragment::Later { id }
-                } else if more {
-                    Fragment::First { id }
-                } else {
-                    Fragment::Whole
-                };
+                d.fragment = Fragment::of(offset, fo & 1 != 0, id);
                 if offset != 0 {
                     d.protocol = next;
                     return;

@@ -6,7 +6,7 @@
 use std::{
     fs::File,
     os::fd::{AsFd, AsRawFd, RawFd},
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use apptag_common::{SockEvent, stat};
@@ -112,7 +112,6 @@ const PROGRAMS: &[(&str, &str)] = &[
 pub struct Probes {
     ebpf: Ebpf,
     status: Vec<ProgramStatus>,
-    cgroup: PathBuf,
 }
 
 impl Probes {
@@ -167,19 +166,11 @@ impl Probes {
                 .join("; ");
             return Err(ProbeError::NothingAttached(why));
         }
-        Ok(Self {
-            ebpf,
-            status,
-            cgroup,
-        })
+        Ok(Self { ebpf, status })
     }
 
     pub fn status(&self) -> &[ProgramStatus] {
         &self.status
-    }
-
-    pub fn cgroup(&self) -> &Path {
-        &self.cgroup
     }
 
     /// Takes the event ring buffer. Call once; the stream lives independently of `self`
@@ -317,18 +308,6 @@ impl EventStream {
             }
         }
         n
-    }
-
-    /// Waits until the kernel signals the ring or `timeout_ms` passes. The programs submit
-    /// with BPF_RB_NO_WAKEUP, so callers should treat this as a sleep and drain anyway.
-    pub fn wait(&self, timeout_ms: i32) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
     }
 }
 

@@ -64,10 +64,8 @@ pub struct Attributor {
     fallback_tx: Sender<()>,
     fallback_rx: Receiver<Vec<(sockdiag::DiagSocket, Option<u32>)>>,
     fallback_pending: bool,
-    pub misses: u64,
     /// Unknown flows already looked for, with when to look again.
     tried: rustc_hash::FxHashMap<Tuple, u64>,
-    pub fallback_runs: u64,
     last_gc: Instant,
 }
 
@@ -113,19 +111,13 @@ impl Attributor {
             fallback_tx: req_tx,
             fallback_rx: res_rx,
             fallback_pending: false,
-            misses: 0,
             tried: Default::default(),
-            fallback_runs: 0,
             last_gc: Instant::now(),
         };
         // Probes first, then the seed: a socket created in between is seen by both, and
         // the probes' record wins.
         a.seed();
         Ok(a)
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
     }
 
     /// Reads the kernel's socket tables synchronously (at start).
@@ -159,7 +151,6 @@ impl Attributor {
         }
         while let Ok(found) = self.fallback_rx.try_recv() {
             self.fallback_pending = false;
-            self.fallback_runs += 1;
             let now = crate::sys::now_ns();
             let prov = self.provenance();
             for (d, pid) in &found {
@@ -173,17 +164,11 @@ impl Attributor {
         n
     }
 
-    /// Waits up to `timeout_ms` (for callers that have nothing else to wait on).
-    pub fn wait(&self, timeout_ms: i32) {
-        std::thread::sleep(Duration::from_millis(timeout_ms.max(0) as u64));
-    }
-
     /// Tags one packet. A miss asks the fallback thread to rescan (at most one request in
     /// flight), so a later packet of the same flow is tagged.
     pub fn tag(&mut self, ends: &PacketEnds, dir: Direction, ts_ns: u64) -> Option<Tag> {
         let t = self.table.lookup(ends, dir, ts_ns);
         if t.is_none() && is_local_candidate(ends) {
-            self.misses += 1;
             // One scan per new unknown flow, not one per packet: a flood from a socketless
             // sender (AF_PACKET, another host) would otherwise keep the scanner busy.
             let flow = ends.as_sender();

@@ -56,7 +56,6 @@ pub struct ProcKey {
 pub struct ProcessTable {
     /// Every process seen, in order of appearance per pid (oldest first).
     by_pid: HashMap<u32, Vec<ProcessInfo>>,
-    clock: Option<BootClock>,
     boot_ns: u64,
     tck: u64,
     prefetch: Prefetch,
@@ -70,7 +69,6 @@ impl ProcessTable {
     pub fn with_prefetch(clock: BootClock, prefetch: Prefetch) -> Self {
         Self {
             by_pid: HashMap::new(),
-            clock: Some(clock),
             boot_ns: clock.boot_epoch_ns(),
             tck: crate::sys::clk_tck(),
             prefetch,
@@ -147,14 +145,6 @@ impl ProcessTable {
             });
             !list.is_empty()
         });
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &ProcessInfo> {
-        self.by_pid.values().flatten()
-    }
-
-    pub fn clock(&self) -> BootClock {
-        self.clock.unwrap_or_default()
     }
 }
 

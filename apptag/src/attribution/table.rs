@@ -153,10 +153,6 @@ impl SocketTable {
         }
     }
 
-    pub fn clock(&self) -> BootClock {
-        self.clock
-    }
-
     pub fn processes(&self) -> &ProcessTable {
         &self.procs
     }

@@ -136,7 +136,7 @@ pub fn watch(
     // Existing sockets seeded at start.
     pending.extend(a.table_mut().take_newly_attributed());
     while !stop.load(Ordering::Relaxed) && duration.is_none_or(|d| started.elapsed() < d) {
-        a.wait(50);
+        std::thread::sleep(Duration::from_millis(50));
         a.poll();
         // procfs mode has no events: poll the tables like a procfs tool would.
         if mode == Mode::Procfs && last_scan.elapsed() >= Duration::from_millis(10) {

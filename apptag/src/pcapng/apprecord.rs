@@ -252,19 +252,30 @@ fn get_addr(c: &mut Cursor<'_>, v6: bool, what: &str) -> Result<IpAddr, PcapngEr
     }
 }
 
-fn decode_socket(c: &mut Cursor<'_>) -> Result<SocketRecord, PcapngError> {
+/// A record that starts with its own length (`len_size` bytes, 2 or 4, counting itself):
+/// moves `c` past it and returns a cursor over its body, after the length.
+fn sub_record<'a>(
+    c: &mut Cursor<'a>,
+    len_size: usize,
+    what: &str,
+) -> Result<Cursor<'a>, PcapngError> {
     let start = *c;
-    let len = c.u16("socket record length")? as usize;
-    if len < 2 {
-        return Err(start.corrupt(format!("socket record length {len} is below 2")));
+    let len = if len_size == 2 {
+        c.u16(what)? as usize
+    } else {
+        c.u32(what)? as usize
+    };
+    if len < len_size {
+        return Err(start.corrupt(format!("{what} length {len} is below {len_size}")));
     }
-    let mut body = Cursor::new(
-        start.take_ahead(len, "socket record")?,
-        start.offset(),
-        false,
-    );
-    c.skip(len - 2, "socket record")?;
-    body.skip(2, "socket record length")?;
+    let mut body = Cursor::new(start.take_ahead(len, what)?, start.offset(), false);
+    c.skip(len - len_size, what)?;
+    body.skip(len_size, what)?;
+    Ok(body)
+}
+
+fn decode_socket(c: &mut Cursor<'_>) -> Result<SocketRecord, PcapngError> {
+    let mut body = sub_record(c, 2, "socket record")?;
     let protocol = body.u8("socket protocol")?;
     let fam = body.u8("socket address families")?;
     let local_port = body.u16("local port")?;
@@ -299,18 +310,7 @@ fn decode_socket(c: &mut Cursor<'_>) -> Result<SocketRecord, PcapngError> {
 }
 
 fn decode_app(c: &mut Cursor<'_>) -> Result<AppRecord, PcapngError> {
-    let start = *c;
-    let len = c.u32("application record length")? as usize;
-    if len < 4 {
-        return Err(start.corrupt(format!("application record length {len} is below 4")));
-    }
-    let mut a = Cursor::new(
-        start.take_ahead(len, "application record")?,
-        start.offset(),
-        false,
-    );
-    c.skip(len - 4, "application record")?;
-    a.skip(4, "application record length")?;
+    let mut a = sub_record(c, 4, "application record")?;
     let start_ns = a.u64("application start time")?;
     let uid = a.u32("application uid")?;
     let pk = a.u8("application provenance")?;
