@@ -20,7 +20,7 @@ use std::{
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use apptag::capture::{Capture, CaptureConfig};
+use apptag::sensor::capture::{Capture, CaptureConfig};
 use clap::Parser;
 
 #[derive(Parser)]

@@ -5,7 +5,109 @@
 //! damaged packet must still be counted.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use serde::Serialize;
+
 use crate::model::{Direction, proto};
+
+/// An address in canonical (IPv4-mapped) 16-byte form.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr(pub [u8; 16]);
+
+impl Addr {
+    pub const UNSPECIFIED: Addr = Addr([0; 16]);
+
+    pub fn from_v4(b: [u8; 4]) -> Self {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&b);
+        Addr(a)
+    }
+
+    /// From the kernel's 16-byte field: IPv4 in the first 4 bytes when `family` is AF_INET.
+    pub fn from_kernel(family: u16, raw: &[u8; 16]) -> Self {
+        if family == apptag_common::AF_INET {
+            Self::from_v4([raw[0], raw[1], raw[2], raw[3]])
+        } else {
+            Addr(*raw)
+        }
+    }
+
+    pub fn from_ip(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::from_v4(v4.octets()),
+            IpAddr::V6(v6) => Addr(v6.octets()),
+        }
+    }
+
+    pub fn is_v4(&self) -> bool {
+        self.0[..10] == [0; 10] && self.0[10] == 0xff && self.0[11] == 0xff
+    }
+
+    /// "Any address": 0.0.0.0 or ::.
+    pub fn is_unspecified(&self) -> bool {
+        self.0 == [0; 16] || (self.is_v4() && self.0[12..] == [0; 4])
+    }
+
+    pub fn to_ip(self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::new(
+                self.0[12], self.0[13], self.0[14], self.0[15],
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_ip().fmt(f)
+    }
+}
+
+impl Serialize for Addr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A packet's 5-tuple as its headers state it (source first). The one flow key of the
+/// crate: the sensor, the report and the analysis layers all key flows by it. Addresses
+/// are canonical ([`Addr`]), so a packet and a dual-stack socket compare equal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    pub src: Addr,
+    pub dst: Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+}
+
+impl FiveTuple {
+    /// The same flow seen from the other end.
+    #[inline]
+    pub fn reversed(&self) -> FiveTuple {
+        FiveTuple {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            protocol: self.protocol,
+        }
+    }
+
+    /// A key equal for both directions of a flow (the lower end first), and whether this
+    /// tuple is in that order (its source is the lower end).
+    #[inline]
+    pub fn canonical(&self) -> (FiveTuple, bool) {
+        if (self.src, self.src_port) <= (self.dst, self.dst_port) {
+            (*self, true)
+        } else {
+            (self.reversed(), false)
+        }
+    }
+}
 
 /// Link types (LINKTYPE_*) understood.
 pub mod linktype {
@@ -51,6 +153,32 @@ impl Fragment {
     }
 }
 
+/// Where a fragment's data sits, for defragmentation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragInfo {
+    /// Offset of this fragment's data in the original datagram, in bytes.
+    pub offset: u32,
+    /// More fragments follow (IPv4 MF, IPv6 M).
+    pub more: bool,
+    /// Where the fragment's data starts in `Dissected::l3`.
+    pub data_start: usize,
+    /// IPv4: the header length. IPv6: where the fragment header starts in `l3` (the
+    /// unfragmentable part before it is kept in the reassembled datagram).
+    pub header_len: usize,
+    /// The protocol of the fragmented payload (IPv4 protocol, IPv6 fragment next header).
+    pub next_header: u8,
+}
+
+/// The TCP header fields that stream reassembly needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    /// Header length in bytes (data offset * 4).
+    pub header_len: u8,
+}
+
 /// The network layer a packet carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Network {
@@ -79,6 +207,15 @@ pub struct Dissected<'a> {
     pub icmp: Option<(u8, u8)>,
     pub tcp_flags: u8,
     pub fragment: Fragment,
+    /// Fragment placement, when `fragment` is not `Whole` (what defragmentation needs).
+    pub frag: FragInfo,
+    /// The network-layer datagram (IP header included), bounded by its length field and by
+    /// what was captured.
+    pub l3: &'a [u8],
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// TCP sequence/acknowledgement numbers, window and header length (zero when not TCP).
+    pub tcp: TcpInfo,
     /// Transport payload, bounded by the IP length (so Ethernet padding is not payload)
     /// and by what was captured.
     pub payload: &'a [u8],
@@ -97,6 +234,10 @@ impl Default for Dissected<'_> {
             icmp: None,
             tcp_flags: 0,
             fragment: Fragment::Whole,
+            frag: FragInfo::default(),
+            l3: &[],
+            ttl: 0,
+            tcp: TcpInfo::default(),
             payload: &[],
         }
     }
@@ -105,6 +246,18 @@ impl Default for Dissected<'_> {
 impl Dissected<'_> {
     pub fn is_ip(&self) -> bool {
         matches!(self.network, Network::Ipv4 | Network::Ipv6)
+    }
+
+    /// The packet's 5-tuple (ports 0 when it has none).
+    #[inline]
+    pub fn five_tuple(&self) -> FiveTuple {
+        FiveTuple {
+            src: Addr::from_ip(self.src),
+            dst: Addr::from_ip(self.dst),
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            protocol: self.protocol,
+        }
     }
 
     /// Whether the transport header (and so the ports) was read.
@@ -225,6 +378,7 @@ fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     d.src = IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3]));
     d.dst = IpAddr::V4(Ipv4Addr::new(t[0], t[1], t[2], t[3]));
     d.protocol = ip[9];
+    d.ttl = ip[8];
     let total = usize::from(be16(ip, 2).unwrap_or(0));
     // TSO/GRO captures carry total length 0; trust the capture then.
     let end = if total >= ihl {
@@ -232,10 +386,20 @@ fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     } else {
         ip.len()
     };
+    d.l3 = &ip[..end];
     let frag = be16(ip, 6).unwrap_or(0);
     let id = u32::from(be16(ip, 4).unwrap_or(0));
     let offset = frag & 0x1fff;
     d.fragment = Fragment::of(offset, frag & 0x2000 != 0, id);
+    if d.fragment != Fragment::Whole {
+        d.frag = FragInfo {
+            offset: u32::from(offset) * 8,
+            more: frag & 0x2000 != 0,
+            data_start: ihl.min(end),
+            header_len: ihl,
+            next_header: ip[9],
+        };
+    }
     if offset != 0 {
         return;
     }
@@ -256,6 +420,7 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     };
     d.src = IpAddr::V6(Ipv6Addr::from(s));
     d.dst = IpAddr::V6(Ipv6Addr::from(t));
+    d.ttl = ip[7];
     let plen = usize::from(be16(ip, 4).unwrap_or(0));
     // Jumbograms and TSO captures carry 0.
     let end = if plen == 0 {
@@ -263,6 +428,7 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     } else {
         (40 + plen).min(ip.len())
     };
+    d.l3 = &ip[..end];
     let mut next = ip[6];
     let mut off = 40;
     // Extension headers, bounded so a crafted loop of headers cannot stall us.
@@ -292,6 +458,13 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                 else {
                     d.protocol = next;
                     return;
+                };
+                d.frag = FragInfo {
+                    offset: u32::from(fo >> 3) * 8,
+                    more: fo & 1 != 0,
+                    data_start: (off + 8).min(end),
+                    header_len: off,
+                    next_header: nh,
                 };
                 next = nh;
                 off += 8;
@@ -323,6 +496,12 @@ fn transport<'a>(l4: &'a [u8], d: &mut Dissected<'a>) {
             let Some(&doff) = l4.get(12) else { return };
             d.tcp_flags = l4.get(13).copied().unwrap_or(0);
             let hl = usize::from(doff >> 4) * 4;
+            d.tcp = TcpInfo {
+                seq: be32(l4, 4).unwrap_or(0),
+                ack: be32(l4, 8).unwrap_or(0),
+                window: be16(l4, 14).unwrap_or(0),
+                header_len: hl as u8,
+            };
             d.payload = l4.get(hl.max(20)..).unwrap_or(&[]);
         }
         proto::UDP | proto::UDPLITE | proto::SCTP => {

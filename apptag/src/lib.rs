@@ -1,16 +1,17 @@
 //! apptag: capture packets and tag each one with the local application that sent or
 //! received it.
 //!
-//! Data flows one way: [`capture`] -> [`attribution`] (merge) -> [`pcapng`] writer; the
-//! offline side reads files back through [`pcapng`] into [`report`].
+//! The module tree shows the layers, and data flows one way through them:
+//! - [`sensor`]: capture -> merge/tag (attribution) -> write, live;
+//! - [`pcapng`]: the file format, written by the sensor and read by everything offline;
+//! - [`dissect`]: the one frame dissector and [`dissect::FiveTuple`], shared by all layers;
+//! - [`analysis`]: read -> dissect -> defragment -> reassemble -> subscribers, per stream;
+//! - [`report`]: read -> dissect -> aggregate per application -> render.
 
-pub mod attribution;
-pub mod capture;
+pub mod analysis;
 pub mod dissect;
 pub mod model;
 pub mod pcapng;
-pub mod pipeline;
-pub mod probes;
 pub mod report;
-pub mod status;
+pub mod sensor;
 pub mod sys;

@@ -16,8 +16,8 @@ use std::{
 };
 
 use apptag::{
-    capture::{Capture, CaptureConfig, CaptureError, RingConfig, StopHandle, linktype},
     model::{Direction, InterfaceInfo, InterfaceStats},
+    sensor::capture::{Capture, CaptureConfig, CaptureError, RingConfig, StopHandle, linktype},
 };
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -762,7 +762,7 @@ fn cpu_fanout_loses_nothing() {
     let to = sink.local_addr().expect("addr");
     let filter = format!("udp port {}", to.port());
     let cfg = CaptureConfig {
-        fanout_mode: apptag::capture::FanoutMode::Cpu,
+        fanout_mode: apptag::sensor::capture::FanoutMode::Cpu,
         ..config("lo", &filter)
     };
     let oracle = Tcpdump::start("lo", &filter, &[]);
@@ -788,7 +788,7 @@ fn explicit_fanout_group_clash_is_reported() {
     let first = Capture::open(&a, 2).expect("first capture creates the group");
     assert_eq!(first.fanout_group(), Some(group));
     let b = CaptureConfig {
-        fanout_mode: apptag::capture::FanoutMode::Cpu,
+        fanout_mode: apptag::sensor::capture::FanoutMode::Cpu,
         ..a.clone()
     };
     let err = Capture::open(&b, 1).err().expect("same group, other mode");

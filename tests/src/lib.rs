@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apptag::probes::{EventStream, ProbeConfig, Probes};
+use apptag::sensor::probes::{EventStream, ProbeConfig, Probes};
 
 pub mod netns;
 pub mod oracle;

@@ -258,7 +258,7 @@ impl Sensor {
         let _ = std::fs::remove_file(output);
         let _ = std::fs::remove_file(first_file);
         // Debug logs of the capture module help when a test fails.
-        cmd.env("RUST_LOG", "info,apptag::capture=debug")
+        cmd.env("RUST_LOG", "info,apptag::sensor::capture=debug")
             .arg("-w")
             .arg(output)
             .args(args);

@@ -12,8 +12,8 @@ use std::{
 };
 
 use apptag::{
-    attribution::{Addr, Attributor, Mode, Tag, Tuple},
-    probes::ProbeConfig,
+    sensor::attribution::{Addr, Attributor, Mode, Tag, Tuple},
+    sensor::probes::ProbeConfig,
     sys::now_ns,
 };
 use apptag_integration_tests::{TRAFFIC_COMM, TestCgroup, Traffic, require_root, traffic_bin};

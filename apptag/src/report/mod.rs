@@ -4,7 +4,6 @@
 //! [`aggregate`] into a [`Report`]; [`table`] prints it, [`plot`] draws it, and
 //! [`extract`] writes one application's packets to a new file.
 pub mod aggregate;
-pub mod cli;
 pub mod extract;
 pub mod payload;
 pub mod pcap;

@@ -1,6 +1,6 @@
 //! Attribution: which process owns the socket behind each packet.
 //!
-//! Kernel events (see [`crate::probes`]) feed a [`SocketTable`]; packets are looked up in
+//! Kernel events (see [`crate::sensor::probes`]) feed a [`SocketTable`]; packets are looked up in
 //! it by 5-tuple. Sockets the probes never reported (opened before start, hooks missing)
 //! are found by a fallback thread that reads the kernel's socket tables (netlink sock_diag,
 //! or /proc/net in `procfs` mode) and joins them with /proc/PID/fd, off the packet path.
@@ -27,7 +27,7 @@ pub use table::{SockInfo, SocketTable, Tag};
 
 use crate::{
     model::{Direction, Provenance},
-    probes::{EventStream, KernelStats, ProbeConfig, ProbeError, Probes, ProgramStatus},
+    sensor::probes::{EventStream, KernelStats, ProbeConfig, ProbeError, Probes, ProgramStatus},
     sys::BootClock,
 };
 

@@ -20,16 +20,16 @@ use std::{
 };
 
 use crate::{
-    attribution::{
+    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
+    pcapng::{PcapngError, SectionInfo, Writer},
+    sensor::attribution::{
         AttributionError, Attributor, Mode,
         flow::{icmp_quoted, packet_ends},
         process::ProcKey,
         table::SocketTable,
     },
-    capture::{Capture, CaptureConfig, CaptureError, StopHandle},
-    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
-    pcapng::{PcapngError, SectionInfo, Writer},
-    probes::ProbeConfig,
+    sensor::capture::{Capture, CaptureConfig, CaptureError, StopHandle},
+    sensor::probes::ProbeConfig,
 };
 
 /// Packets are tagged only once they are this old, so late socket events are applied first.
@@ -203,9 +203,9 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     // attributed; the output file is created last and so never left behind by a failed
     // start.
     for name in &cfg.interfaces {
-        let iface = crate::capture::iface::lookup(name)?;
+        let iface = crate::sensor::capture::iface::lookup(name)?;
         if let Some(f) = &cfg.filter {
-            crate::capture::filter::check(f, iface.linktype)?;
+            crate::sensor::capture::filter::check(f, iface.linktype)?;
         }
     }
     let mut attributor = start_attribution(cfg.attribution)?;
@@ -220,12 +220,12 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     }
     let infos: Vec<InterfaceInfo> = captures.iter().map(Capture::info).collect();
     let mut out = Output::create(cfg, &infos)?;
-    crate::probes::log_status(attributor.probe_status());
+    crate::sensor::probes::log_status(attributor.probe_status());
     let loopback = infos
         .iter()
         // On loopback each packet has a local sender and a local receiver, and the capture
         // keeps only the incoming copy: attribute it to its sender first.
-        .map(|i| crate::capture::iface::lookup(&i.name).is_ok_and(|i| i.is_loopback()))
+        .map(|i| crate::sensor::capture::iface::lookup(&i.name).is_ok_and(|i| i.is_loopback()))
         .collect();
     let threads = start_threads(&mut captures)?;
     let mut queues = threads.queues;
@@ -240,7 +240,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     };
     let mut reorder = Reorder::default();
     let mut last_apps = Instant::now();
-    let mut status = crate::status::StatusLine::new();
+    let mut status = crate::sensor::status::StatusLine::new();
     let mut stopping = false;
     loop {
         if !stopping
@@ -316,7 +316,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
 /// eBPF attribution, or procfs with a warning when the host has no cgroup v2.
 fn start_attribution(mode: Mode) -> Result<Attributor, PipelineError> {
     match Attributor::start(mode, &ProbeConfig::default()) {
-        Err(AttributionError::Probes(crate::probes::ProbeError::NoCgroup2)) => {
+        Err(AttributionError::Probes(crate::sensor::probes::ProbeError::NoCgroup2)) => {
             log::warn!(
                 "no cgroup v2 hierarchy is mounted: falling back to procfs attribution, which \
                  misses short-lived processes (mount cgroup2 to get eBPF attribution)"
@@ -658,7 +658,7 @@ impl Merge {
 
     fn account(
         &mut self,
-        t: &crate::attribution::Tag,
+        t: &crate::sensor::attribution::Tag,
         ts: u64,
         len: u32,
         sent: bool,
@@ -684,7 +684,7 @@ impl Merge {
                     packets_out: 0,
                     bytes_in: 0,
                     bytes_out: 0,
-                    cookie: t.cookie & !crate::attribution::procfs::INODE_COOKIE_BIT,
+                    cookie: t.cookie & !crate::sensor::attribution::procfs::INODE_COOKIE_BIT,
                     pid: t.pid,
                     provenance: t.provenance,
                     attributed_ns: owner.map_or(0, |o| o.since_ns),

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use apptag::capture::{Capture, CaptureConfig};
+//! use apptag::sensor::capture::{Capture, CaptureConfig};
 //! let mut cap = Capture::open(&CaptureConfig::new("lo"), 2)?;
 //! let stop = cap.stop_handle();
 //! for mut reader in cap.take_readers() {
@@ -17,7 +17,7 @@
 //!     });
 //! }
 //! stop.stop();
-//! # Ok::<(), apptag::capture::CaptureError>(())
+//! # Ok::<(), apptag::sensor::capture::CaptureError>(())
 //! ```
 pub mod filter;
 pub mod iface;

@@ -2,74 +2,9 @@
 //! socket's addresses compare equal whatever family the socket was opened with: IPv4
 //! addresses are stored as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), the form dual-stack sockets
 //! report, so `::ffff:10.0.0.1` on a socket matches 10.0.0.1 in an IPv4 packet.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use serde::Serialize;
-
 use crate::dissect::{Dissected, dissect, linktype};
 
-/// An address in canonical (IPv4-mapped) 16-byte form.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Addr(pub [u8; 16]);
-
-impl Addr {
-    pub const UNSPECIFIED: Addr = Addr([0; 16]);
-
-    pub fn from_v4(b: [u8; 4]) -> Self {
-        let mut a = [0u8; 16];
-        a[10] = 0xff;
-        a[11] = 0xff;
-        a[12..].copy_from_slice(&b);
-        Addr(a)
-    }
-
-    /// From the kernel's 16-byte field: IPv4 in the first 4 bytes when `family` is AF_INET.
-    pub fn from_kernel(family: u16, raw: &[u8; 16]) -> Self {
-        if family == apptag_common::AF_INET {
-            Self::from_v4([raw[0], raw[1], raw[2], raw[3]])
-        } else {
-            Addr(*raw)
-        }
-    }
-
-    pub fn from_ip(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self::from_v4(v4.octets()),
-            IpAddr::V6(v6) => Addr(v6.octets()),
-        }
-    }
-
-    pub fn is_v4(&self) -> bool {
-        self.0[..10] == [0; 10] && self.0[10] == 0xff && self.0[11] == 0xff
-    }
-
-    /// "Any address": 0.0.0.0 or ::.
-    pub fn is_unspecified(&self) -> bool {
-        self.0 == [0; 16] || (self.is_v4() && self.0[12..] == [0; 4])
-    }
-
-    pub fn to_ip(self) -> IpAddr {
-        if self.is_v4() {
-            IpAddr::V4(Ipv4Addr::new(
-                self.0[12], self.0[13], self.0[14], self.0[15],
-            ))
-        } else {
-            IpAddr::V6(Ipv6Addr::from(self.0))
-        }
-    }
-}
-
-impl std::fmt::Display for Addr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.to_ip().fmt(f)
-    }
-}
-
-impl Serialize for Addr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+pub use crate::dissect::Addr;
 
 /// A connection seen from this host: local end, remote end, transport protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -195,6 +130,8 @@ pub fn icmp_quoted(linktype: u16, frame: &[u8]) -> Option<PacketEnds> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@ use std::{
 use serde::Serialize;
 
 use super::{Attributor, Mode, SockInfo};
-use crate::probes::ProbeConfig;
+use crate::sensor::probes::ProbeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -87,7 +87,7 @@ pub fn watch(
     out: &mut dyn Write,
 ) -> Result<(), WatchError> {
     let mut a = Attributor::start(mode, &ProbeConfig::default())?;
-    crate::probes::log_status(a.probe_status());
+    crate::sensor::probes::log_status(a.probe_status());
     let started = Instant::now();
     let mut printed: HashSet<u64> = HashSet::new();
     let mut pending: Vec<u64> = Vec::new();

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::pipeline::Summary;
+use crate::sensor::pipeline::Summary;
 
 pub struct StatusLine {
     enabled: bool,

@@ -1,7 +1,7 @@
-//! Arguments of `apptag report` (kept here so main.rs only dispatches).
+//! `apptag report` and `apptag extract`.
 use std::{io::Write, path::PathBuf};
 
-use super::{Options, ReportError, analyze, plot, table};
+use apptag::report::{Options, ReportError, analyze, plot, table};
 
 /// Which applications used the network in a capture: how much, with whom and when.
 #[derive(clap::Args, Debug, Clone)]
@@ -22,7 +22,7 @@ pub struct ReportArgs {
 
 /// Runs `apptag report`. Returns the report so the caller can decide the exit status
 /// (damage in the file is in `problems`).
-pub fn run(args: &ReportArgs) -> Result<super::Report, ReportError> {
+pub fn run(args: &ReportArgs) -> Result<apptag::report::Report, ReportError> {
     let report = analyze(&args.file, Options { flows: args.flows })?;
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&report)?;
@@ -70,8 +70,10 @@ pub struct ExtractArgs {
 }
 
 /// Runs `apptag extract`; prints a one-line summary to stderr.
-pub fn run_extract(args: &ExtractArgs) -> Result<super::extract::ExtractStats, ReportError> {
-    use super::extract::{Selector, extract};
+pub fn run_extract(
+    args: &ExtractArgs,
+) -> Result<apptag::report::extract::ExtractStats, ReportError> {
+    use apptag::report::extract::{Selector, extract};
     let sel = match (&args.app, args.pid, &args.cgroup) {
         (Some(a), _, _) => Selector::App(a.clone()),
         (_, Some(p), _) => Selector::Pid(p),
@@ -88,7 +90,7 @@ pub fn run_extract(args: &ExtractArgs) -> Result<super::extract::ExtractStats, R
         args.output.display(),
         stats.packets_written,
         stats.packets_read,
-        super::table::human_bytes(stats.bytes_written),
+        table::human_bytes(stats.bytes_written),
         stats.processes_written,
         stats.applications_written
     );

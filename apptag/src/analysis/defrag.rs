@@ -1,0 +1,1 @@
+//! IPv4 and IPv6 defragmentation with target-based reassembly policies.

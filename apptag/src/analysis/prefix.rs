@@ -1,0 +1,1 @@
+//! Longest-prefix-match tables: a value (a reassembly policy) per destination prefix.

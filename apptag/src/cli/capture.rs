@@ -1,0 +1,113 @@
+//! The default command: capture on interfaces into pcapng, tagging every packet.
+use std::time::Duration;
+
+use anyhow::Result;
+use apptag::sensor::attribution::Mode;
+
+use super::{check_privileges, stop_flag};
+
+/// Capture (the default command). Flags follow tcpdump where tcpdump has them.
+#[derive(clap::Args, Debug)]
+pub struct CaptureArgs {
+    /// Interface to capture on (repeatable; `any` for all, `lo` for loopback).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+    /// Output pcapng file [default: apptag-HOST-TIMESTAMP.pcapng].
+    #[arg(short = 'w', value_name = "FILE")]
+    write: Option<std::path::PathBuf>,
+    /// Stop after writing this many packets.
+    #[arg(short = 'c', value_name = "COUNT")]
+    count: Option<u64>,
+    /// Snap length: bytes kept of each packet.
+    #[arg(short = 's', value_name = "SNAPLEN", default_value_t = 262144)]
+    snaplen: u32,
+    /// Do not put the interface into promiscuous mode.
+    #[arg(short = 'p', long = "no-promiscuous-mode")]
+    no_promisc: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// How sockets are attributed to processes.
+    #[arg(long, value_enum, default_value_t = Mode::Ebpf)]
+    attribution: Mode,
+    /// Keep only packets of this process id (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Keep only packets of processes with this name (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    comms: Vec<String>,
+    /// Keep only packets of processes in this cgroup (path as in /proc/PID/cgroup, matching
+    /// the subtree) or container (id prefix); repeatable.
+    #[arg(long = "cgroup", value_name = "PATH|ID")]
+    cgroups: Vec<String>,
+    /// Capture threads per interface (PACKET_FANOUT) [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Rotate: start a new file after this many megabytes (1,000,000 bytes), like tcpdump -C.
+    #[arg(short = 'C', value_name = "MB")]
+    file_size: Option<f64>,
+    /// Rotate: start a new file every this many seconds, like tcpdump -G.
+    #[arg(short = 'G', value_name = "SECONDS")]
+    rotate_seconds: Option<f64>,
+    /// With -C: keep this many files, overwriting the oldest; with -G: stop after this many.
+    #[arg(short = 'W', value_name = "FILES")]
+    file_count: Option<u32>,
+    /// Seconds between the periodic application-record blocks.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    app_interval: f64,
+    /// Capture filter in tcpdump (pcap-filter) syntax.
+    #[arg(trailing_var_arg = true, value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+pub fn run(a: CaptureArgs) -> Result<()> {
+    if a.interfaces.is_empty() {
+        anyhow::bail!(
+            "no interface given: use -i IFACE (e.g. -i lo, -i eth0, -i any); see apptag --help"
+        );
+    }
+    check_privileges(a.attribution, true)?;
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cfg = apptag::sensor::pipeline::SensorConfig {
+        interfaces: a.interfaces,
+        output: a
+            .write
+            .unwrap_or_else(apptag::sensor::pipeline::default_output),
+        snaplen: a.snaplen,
+        promisc: !a.no_promisc,
+        filter: (!a.filter.is_empty()).then(|| a.filter.join(" ")),
+        count: a.count,
+        duration: a.duration.map(Duration::from_secs_f64),
+        attribution: a.attribution,
+        workers,
+        app_interval: Duration::from_secs_f64(a.app_interval.max(0.1)),
+        rotation: apptag::sensor::pipeline::Rotation {
+            max_bytes: a.file_size.map(|mb| (mb * 1e6).max(4096.0) as u64),
+            every: a
+                .rotate_seconds
+                .map(|s| Duration::from_secs_f64(s.max(0.1))),
+            max_files: a.file_count.filter(|&w| w > 0),
+        },
+        pids: a.pids,
+        comms: a.comms,
+        cgroups: a.cgroups,
+    };
+    let stop = stop_flag()?;
+    log::info!("writing {}", cfg.output.display());
+    let s = apptag::sensor::pipeline::run(&cfg, stop)?;
+    // tcpdump's wording, so scripts and benchmarks that read tcpdump read apptag too.
+    eprintln!("{} packets captured", s.written);
+    eprintln!(
+        "{} packets received by filter",
+        s.captured + s.kernel_dropped
+    );
+    eprintln!("{} packets dropped by kernel", s.kernel_dropped);
+    eprintln!(
+        "{} written, {:.1}% of packets attributed to a process",
+        apptag::sensor::status::human_bytes(s.bytes),
+        apptag::sensor::status::share(s.attributed, s.captured)
+    );
+    Ok(())
+}
