@@ -11,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-use apptag_common::{AF_INET, AF_INET6, FlowKey, SockEvent, SockTaskKey, hook, kind, stat};
+use apptag_common::{AF_INET, AF_INET6, FlowKey, SockEvent, hook, kind, stat};
 use aya_ebpf::{
     EbpfContext,
     bindings::{bpf_sock, bpf_sock_addr},
@@ -29,10 +29,19 @@ use aya_ebpf::{
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Dedup for send/recv: the last (cookie, task) pairs already reported. Without it every
-/// send() would produce an event.
+/// Dedup for send/recv: the task (pid_tgid) that last used each socket. An event is emitted
+/// only when the user changes, so a socket that two threads or processes take turns on
+/// reports every turn, and a socket with one user reports once.
 #[map]
-static SEEN_TASK: LruHashMap<SockTaskKey, u8> = LruHashMap::with_max_entries(65536, 0);
+static LAST_USER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per CPU: (pid_tgid, boot ns) of the latest syscall entry. A send's packets are captured
+/// on loopback (and often on any interface) before `sock_send_length` fires at the end of
+/// the send, so the event must carry the time the send began, not the time it returned:
+/// otherwise the first packet a new user sends is stamped before the user's event and is
+/// given to the previous user.
+#[map]
+static SYSCALL_START: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Dedup for FLOW: (cookie, 5-tuple) pairs already reported.
 #[map]
@@ -206,7 +215,7 @@ pub fn apptag_sock_release(ctx: SockContext) -> i32 {
 #[inline(always)]
 fn sock_addr_event<const V6: bool>(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: bool) {
     let cookie = sock_cookie(ctx);
-    if dedup && !first_use(cookie) {
+    if dedup && !user_changed(cookie) {
         return;
     }
     let sa: *const bpf_sock_addr = ctx.sock_addr;
@@ -268,21 +277,50 @@ pub fn apptag_recvmsg6(ctx: SockAddrContext) -> i32 {
     1
 }
 
-/// True the first time the current thread uses socket `cookie` (as far as the LRU remembers).
-/// Keyed by thread so that a forked child or a second thread is reported too.
+/// True when the current thread is not the last one that used socket `cookie` (as far as
+/// the LRU remembers), and records it as the last one.
 #[inline(always)]
-fn first_use(cookie: u64) -> bool {
+fn user_changed(cookie: u64) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let key = SockTaskKey {
-        cookie,
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-    };
-    if SEEN_TASK.get_ptr(&key).is_some() {
+    let last = LAST_USER.get_ptr(&cookie);
+    // SAFETY: a pointer the map just returned to a u64 value; a concurrent update can only
+    // make this read stale, which at worst emits one event more.
+    if last.is_some_and(|p| unsafe { *p } == pid_tgid) {
         return false;
     }
-    let _ = SEEN_TASK.insert(&key, &1, 0);
+    let _ = LAST_USER.insert(&cookie, &pid_tgid, 0);
     true
+}
+
+/// When the current task's syscall began, if this CPU recorded it; else now. A task that
+/// was preempted inside the syscall and whose slot another task took falls back to now.
+#[inline(always)]
+fn op_start() -> u64 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(slot) = SYSCALL_START.get(0)
+        && slot[0] == pid_tgid
+        && slot[1] != 0
+    {
+        return slot[1];
+    }
+    now()
+}
+
+/// Records the entry time of every syscall, per CPU: one array write, no hash look-up.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn apptag_sys_enter(_ctx: BtfTracePointContext) -> i32 {
+    if let Some(slot) = SYSCALL_START.get_ptr_mut(0) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let ts = now();
+        // SAFETY: per-CPU slot; a BPF program is not preempted by another on the same CPU
+        // between these two writes in a way that matters (a torn pair only falls back to
+        // now() through the pid check in op_start).
+        unsafe {
+            (*slot)[0] = pid_tgid;
+            (*slot)[1] = ts;
+        }
+    }
+    0
 }
 
 // ---------------------------------------------------------------------------------------
@@ -340,11 +378,12 @@ fn length_event(ctx: &BtfTracePointContext, ev_kind: u32, ev_hook: u32) {
     let ret: i32 = ctx.arg(1);
     // SAFETY: sk is a BTF-typed struct sock pointer, which this helper accepts.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    if cookie == 0 || !first_use(cookie) {
+    if cookie == 0 || !user_changed(cookie) {
         return;
     }
+    let start = op_start();
     emit(|ev| {
-        ev.ts_ns = now();
+        ev.ts_ns = start;
         ev.cookie = cookie;
         ev.kind = ev_kind;
         ev.hook = ev_hook;

@@ -25,8 +25,15 @@ use crate::{
 /// Packets may be stamped slightly before the kernel event that describes their socket
 /// (ingress packets are captured before the socket layer sees them).
 const EARLY_SLACK_NS: u64 = 200_000_000;
-/// A closed socket still owns the tail of its connection (FIN, last ACKs) for this long.
+/// A closed socket still owns packets to its bound address for this long (late datagrams,
+/// the tail of an accepted connection matched through its listener's port).
 const CLOSE_GRACE_NS: u64 = 5_000_000_000;
+/// A closed socket keeps its exact 5-tuple until a newer socket takes the tuple or the
+/// table forgets it: the kernel sends FIN retransmissions, TIME_WAIT ACKs and RSTs for data
+/// arriving after close (up to tcp_fin_timeout and TIME_WAIT, 60 s each, later) and they
+/// belong to the socket's last user. A 5-tuple cannot be reused meanwhile without a new
+/// socket's events, which make that socket the newest on the tuple.
+const TUPLE_CLOSE_GRACE_NS: u64 = u64::MAX;
 /// At most this many successive users are remembered per socket.
 const MAX_OWNERS: usize = 16;
 
@@ -103,10 +110,10 @@ impl SockInfo {
             .or_else(|| self.owners.first())
     }
 
-    fn alive_at(&self, ts: u64) -> bool {
+    fn alive_at(&self, ts: u64, grace_ns: u64) -> bool {
         self.life
             .closed_ns
-            .is_none_or(|c| c.saturating_add(CLOSE_GRACE_NS) >= ts)
+            .is_none_or(|c| c.saturating_add(grace_ns) >= ts)
     }
 }
 
@@ -234,25 +241,36 @@ impl SocketTable {
         }
         // A close is done by whoever holds the last fd, not necessarily the socket's user.
         if ev.task_valid == 1 && ev.kind != kind::CLOSE {
-            let last = s.owners.last();
-            if last.is_none_or(|o| o.pid != ev.pid || o.tid != ev.tid) {
+            // A send or receive is stamped when its syscall began, which can be before an
+            // event of another task that the ring delivered first: keep owners in time
+            // order, so the owner at a packet's time is found whatever the arrival order.
+            let pos = s.owners.partition_point(|o| o.since_ns <= ts);
+            let before = pos.checked_sub(1).and_then(|i| s.owners.get(i));
+            if before.is_none_or(|o| o.pid != ev.pid || o.tid != ev.tid) {
                 let comm = comm_str(&ev.comm);
                 let proc = self.procs.observe(ev.pid, &comm, ts);
                 if s.owners.is_empty() {
                     self.fresh.push(ev.cookie);
                 }
+                let mut pos = pos;
                 if s.owners.len() >= MAX_OWNERS {
                     s.owners.remove(1);
+                    if pos > 1 {
+                        pos -= 1;
+                    }
                 }
-                s.owners.push(Owner {
-                    pid: ev.pid,
-                    tid: ev.tid,
-                    uid: ev.uid,
-                    cgroup_id: ev.cgroup_id,
-                    since_ns: ts,
-                    proc,
-                    provenance: Provenance::Hook(ev.hook),
-                });
+                s.owners.insert(
+                    pos,
+                    Owner {
+                        pid: ev.pid,
+                        tid: ev.tid,
+                        uid: ev.uid,
+                        cgroup_id: ev.cgroup_id,
+                        since_ns: ts,
+                        proc,
+                        provenance: Provenance::Hook(ev.hook),
+                    },
+                );
             }
         }
         let protocol = s.protocol;
@@ -358,7 +376,7 @@ impl SocketTable {
     /// Only the exact 5-tuple: a bound-address match on the far end of a packet would name
     /// a local socket for a remote host's port.
     fn lookup_exact(&self, t: &Tuple, ts: u64) -> Option<Tag> {
-        let cookie = self.pick(self.tuples.get(t), ts)?;
+        let cookie = self.pick(self.tuples.get(t), ts, TUPLE_CLOSE_GRACE_NS)?;
         self.tag_for(cookie, t, ts)
     }
 
@@ -367,9 +385,9 @@ impl SocketTable {
     pub fn lookup_tuple(&self, t: &Tuple, ts: u64) -> Option<Tag> {
         let local = t.local_key();
         let cookie = self
-            .pick(self.tuples.get(t), ts)
-            .or_else(|| self.pick(self.locals.get(&local), ts))
-            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts))?;
+            .pick(self.tuples.get(t), ts, TUPLE_CLOSE_GRACE_NS)
+            .or_else(|| self.pick(self.locals.get(&local), ts, CLOSE_GRACE_NS))
+            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts, CLOSE_GRACE_NS))?;
         self.tag_for(cookie, t, ts)
     }
 
@@ -398,17 +416,21 @@ impl SocketTable {
             return None;
         }
         let cookie = self
-            .pick(self.locals.get(local), ts)
-            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts))?;
+            .pick(self.locals.get(local), ts, CLOSE_GRACE_NS)
+            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts, CLOSE_GRACE_NS))?;
         self.socks.get(&cookie)?.owner_at(ts).copied()
     }
 
     /// The socket an index entry list names at `ts`: the newest one that existed by then
-    /// and was not long closed; else one that appeared just after (early packet).
-    fn pick(&self, timeline: Option<&Timeline>, ts: u64) -> Option<u64> {
+    /// and was not closed more than `grace_ns` before; else one that appeared just after
+    /// (early packet).
+    fn pick(&self, timeline: Option<&Timeline>, ts: u64, grace_ns: u64) -> Option<u64> {
         let tl = timeline?;
         if let Some(&(_, cookie)) = tl.iter().rev().find(|(since, _)| *since <= ts)
-            && self.socks.get(&cookie).is_some_and(|s| s.alive_at(ts))
+            && self
+                .socks
+                .get(&cookie)
+                .is_some_and(|s| s.alive_at(ts, grace_ns))
         {
             return Some(cookie);
         }
