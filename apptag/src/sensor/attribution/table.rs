@@ -576,6 +576,43 @@ mod tests {
         assert!(t.socket(2).is_none() && t.socket(3).is_none());
     }
 
+    /// A send's packet is captured before `sock_send_length` fires at the end of the
+    /// send, so the packet is stamped before the event that names its sender is emitted.
+    /// The event carries the time the send began, and the ring can deliver it before or
+    /// after an event of the previous user stamped earlier: whatever the order the table
+    /// applies them in, each packet gets the task that was sending at its time.
+    #[test]
+    fn packet_stamped_before_its_senders_event_gets_that_sender() {
+        let clock = BootClock::new();
+        let s = 10_000_000_000u64;
+        let (parent, child) = (4_000_000_201, 4_000_000_202);
+        let bind = ev(kind::BIND, 1, parent, s);
+        // The parent's last send began at s+50us, the child's first at s+100us; the
+        // child's packet is stamped at s+150us, before its event was emitted (s+200us).
+        let mut parent_send = ev(kind::SEND, 1, parent, s + 50_000);
+        parent_send.hook = hook::SEND_LENGTH;
+        let mut child_send = ev(kind::SEND, 1, child, s + 100_000);
+        child_send.hook = hook::SEND_LENGTH;
+        let at = |boot: u64| clock.to_epoch_ns(boot);
+        for order in [
+            [&bind, &parent_send, &child_send],
+            [&bind, &child_send, &parent_send],
+            [&child_send, &bind, &parent_send],
+        ] {
+            let mut t = SocketTable::new(clock);
+            for e in order {
+                t.apply(e);
+            }
+            let pid_at = |boot: u64| {
+                t.lookup(&ends(53), Direction::Outbound, at(boot))
+                    .map(|tag| tag.pid)
+            };
+            assert_eq!(pid_at(s + 150_000), Some(child), "the child's first packet");
+            assert_eq!(pid_at(s + 60_000), Some(parent), "the parent's last packet");
+            assert_eq!(pid_at(s + 10_000), Some(parent), "before any send");
+        }
+    }
+
     #[test]
     fn mapped_socket_matches_v4_packet() {
         let clock = BootClock::new();
