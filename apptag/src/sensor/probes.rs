@@ -60,7 +60,7 @@ pub enum ProbeError {
 /// Where a program hooks and whether it is attached.
 #[derive(Clone, Debug)]
 pub struct ProgramStatus {
-    pub program: &'static str,
+    pub program: String,
     pub hook: &'static str,
     /// None when attached; otherwise why not.
     pub error: Option<String>,
@@ -154,10 +154,20 @@ impl Probes {
                 debug!("{hook}: attached ({name})");
             }
             status.push(ProgramStatus {
-                program: name,
+                program: name.to_string(),
                 hook,
                 error,
             });
+        }
+        // A program added to the kernel crate but not to PROGRAMS would silently never run.
+        for (name, _) in ebpf.programs() {
+            if !PROGRAMS.iter().any(|&(n, _)| n == name) {
+                status.push(ProgramStatus {
+                    program: name.to_string(),
+                    hook: "unknown",
+                    error: Some("in the kernel object but not in apptag's attach list".into()),
+                });
+            }
         }
         if !status.iter().any(ProgramStatus::attached) {
             let why = status

@@ -246,7 +246,12 @@ impl SocketTable {
             // order, so the owner at a packet's time is found whatever the arrival order.
             let pos = s.owners.partition_point(|o| o.since_ns <= ts);
             let before = pos.checked_sub(1).and_then(|i| s.owners.get(i));
-            if before.is_none_or(|o| o.pid != ev.pid || o.tid != ev.tid) {
+            // A task seeded from sock_diag or /proc that a hook now sees is recorded
+            // again, so its provenance says a probe confirmed it.
+            let same = before.is_some_and(|o| {
+                o.pid == ev.pid && o.tid == ev.tid && matches!(o.provenance, Provenance::Hook(_))
+            });
+            if !same {
                 let comm = comm_str(&ev.comm);
                 let proc = self.procs.observe(ev.pid, &comm, ts);
                 if s.owners.is_empty() {
