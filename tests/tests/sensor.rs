@@ -583,20 +583,26 @@ fn pid_filter_keeps_only_that_process() {
     rx.get("listen");
     let mut srv = in_ns(&pair, "tcp-server", &format!("{}:{TCP_PORT}", pair.ns_ip));
     let listen = srv.get("listen");
-    // Connected before apptag starts, so its pid is known for --pid; sends after.
-    let mut hold = Traffic::start("hold", &listen, "");
-    let local = port_of(&hold.get("local"));
-    let pid = hold.pid().to_string();
+    // The process exists before apptag starts, so its pid is known for --pid; its
+    // connection starts after, so only the probes can attribute it.
+    let mut late = Traffic::start("tcp-client", &listen, "wait");
+    let pid = late.pid().to_string();
+    let all_ours = dir.file("unfiltered.pcapng");
     let sensor = Sensor::start(None, &ours_path, &["-i", &pair.host_if, "--pid", &pid]);
+    // The same traffic without --pid, at the same time: what the filter had to drop.
+    let unfiltered = Sensor::start(None, &all_ours, &["-i", &pair.host_if]);
     let mut tcpdump = start_tcpdump(&pair.host_if, &all_path, &[]);
-    curl(&pair);
+    let (curl_pid, _) = curl(&pair);
     udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
-    hold.release();
-    hold.wait_ok();
+    late.release();
+    let local = port_of(&late.get("local"));
+    late.wait_ok();
     srv.wait_ok();
     rx.wait_ok();
     settle();
     let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+    let (st, err) = unfiltered.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
     tcpdump.stop_with(libc::SIGINT, Duration::from_secs(30));
 
@@ -605,11 +611,18 @@ fn pid_filter_keeps_only_that_process() {
     let others: Vec<_> = ours
         .packets
         .iter()
-        .filter(|p| p.pid != hold.pid())
+        .filter(|p| p.pid != late.pid())
         .collect();
     assert!(
         others.is_empty(),
         "--pid {pid} kept packets of others: {others:#?}"
+    );
+    // Others were there and attributed (to curl among them), and the filter dropped them.
+    let all = read_ours(&all_ours);
+    let curl_packets = all.packets.iter().filter(|p| p.pid == curl_pid).count();
+    assert!(
+        curl_packets > 0,
+        "the unfiltered capture attributed no packet to curl (pid {curl_pid})"
     );
     let expected = tshark_count(
         &all_path,
@@ -625,6 +638,11 @@ fn pid_filter_keeps_only_that_process() {
         ours.packets.len(),
         expected,
         "--pid {pid}: packets kept vs tcpdump's packets of its connection"
+    );
+    assert_eq!(
+        all.packets.iter().filter(|p| p.pid == late.pid()).count(),
+        expected,
+        "the unfiltered capture gives pid {pid} the same packets"
     );
 }
 
@@ -880,7 +898,12 @@ fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
     let sensor = Sensor::start_cmd(pair.command(apptag_bin()), &file, &["-i", "lo"]);
     let mut srv = in_ns(&pair, "tcp-server", "127.0.0.1:0");
     let listen = srv.get("listen");
-    let mut client = Traffic::start_with(pair.command(traffic_bin()), "tcp-client", &listen, "");
+    // Connected, then alive until the procfs scan that its first packets asked for has
+    // found it: /proc names only processes that still hold their sockets.
+    let mut client = Traffic::start_with(pair.command(traffic_bin()), "hold", &listen, "");
+    let local = port_of(&client.get("local"));
+    std::thread::sleep(Duration::from_millis(500));
+    client.release();
     client.wait_ok();
     srv.wait_ok();
     settle();
@@ -890,7 +913,37 @@ fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
         err.to_lowercase().contains("procfs"),
         "no warning about the procfs fallback:\n{err}"
     );
-    assert!(assert_valid(&file) >= 7, "the loopback traffic is missing");
+    let counted = assert_valid(&file);
+    let ours = read_ours(&file);
+    assert_eq!(ours.packets.len(), counted, "our reader vs capinfos");
+    // Every packet carries its sender's pid, as /proc/net and /proc/PID/fd name it. The
+    // last FIN/ACKs after a process closed its socket have no holder left in /proc.
+    let (cpid, spid, sport) = (client.pid(), srv.pid(), port_of(&listen));
+    let mut wrong = Vec::new();
+    let mut tagged = 0;
+    for (i, p) in ours.packets.iter().enumerate() {
+        let sender = match p.tuple {
+            Some(t) if t.sport == local && t.dport == sport => cpid,
+            Some(t) if t.sport == sport && t.dport == local => spid,
+            _ => 0,
+        };
+        if p.pid == sender {
+            tagged += 1;
+        } else if sender == 0 || p.pid != 0 {
+            wrong.push(format!(
+                "packet {} {:?}: pid {}, expected the sender {sender}",
+                i + 1,
+                p.tuple,
+                p.pid
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        tagged >= 5,
+        "only {tagged} of {} packets carry a pid (handshake and data at least)",
+        ours.packets.len()
+    );
 }
 
 #[test]

@@ -49,7 +49,12 @@ fn main() {
 fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
     match scenario {
         // Connect, send one message, read the echo, exit: as short-lived as it gets.
+        // With ARG `wait`, connect only after a line on stdin (a process that exists before
+        // a capture starts, whose connection starts after).
         "tcp-client" => {
+            if arg == "wait" {
+                wait_stdin();
+            }
             let mut s = TcpStream::connect(addr)?;
             say("local", s.local_addr()?);
             s.write_all(b"hello")?;
