@@ -153,6 +153,8 @@ struct Mixed {
     _dir: TempDir,
     pair: NetnsPair,
     file: std::path::PathBuf,
+    /// What a tcpdump on the same interface wrote at the same time.
+    tcpdump: std::path::PathBuf,
     /// (pid, local port) of each host-side process.
     curl: (u32, u16),
     udp: (u32, u16),
@@ -171,18 +173,22 @@ impl Mixed {
         tcp_srv.get("listen");
 
         let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--app-interval", "0.5"]);
+        let tcpdump = dir.file("tcpdump.pcap");
+        let mut dump = start_tcpdump(&pair.host_if, &tcpdump, &[]);
         let curl = curl(&pair);
         let udp = udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
         let client = tcp_client(SocketAddr::new(IpAddr::V4(pair.ns_ip), TCP_PORT));
         udp_rx.wait_ok();
         tcp_srv.wait_ok();
         settle();
+        dump.stop_with(libc::SIGINT, Duration::from_secs(30));
         let (st, err) = sensor.stop();
         assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
         Self {
             _dir: dir,
             pair,
             file,
+            tcpdump,
             curl,
             udp,
             client,
@@ -207,6 +213,25 @@ impl Mixed {
 
     fn is_udp(&self, t: &FiveTuple) -> bool {
         t.between(UDP, self.host(self.udp.1), self.ns(UDP_PORT))
+    }
+
+    /// Packets of the curl, UDP and TCP-client flows in the tcpdump run beside apptag.
+    fn tcpdump_counts(&self) -> [usize; 3] {
+        [
+            tshark_count(
+                &self.tcpdump,
+                TCP,
+                self.host(self.curl.1),
+                self.ns(HTTP_PORT),
+            ),
+            tshark_count(&self.tcpdump, UDP, self.host(self.udp.1), self.ns(UDP_PORT)),
+            tshark_count(
+                &self.tcpdump,
+                TCP,
+                self.host(self.client.1),
+                self.ns(TCP_PORT),
+            ),
+        ]
     }
 }
 
@@ -247,10 +272,13 @@ fn capture_is_valid_and_matches_tshark_packet_for_packet() {
         n(&|x| m.is_udp(x)),
         n(&|x| m.is_client(x)),
     );
-    // Handshake, request, response, teardown.
-    assert!(c >= 7, "only {c} packets of curl's connection");
+    // Each flow complete: what tcpdump saw at the same time.
+    assert_eq!(
+        [c, u, t],
+        m.tcpdump_counts(),
+        "packets per flow (curl, udp, client): apptag vs tcpdump"
+    );
     assert_eq!(u, UDP_COUNT + 1, "UDP sender: its datagrams and one answer");
-    assert!(t >= 7, "only {t} packets of the TCP client's connection");
 }
 
 #[test]
@@ -295,9 +323,11 @@ fn every_packet_of_a_local_socket_carries_its_process_pid() {
         seen[1],
         seen[2]
     );
-    assert!(
-        seen[0] >= 7 && seen[2] >= 7,
-        "too few packets seen: {seen:?}"
+    // Every packet of each flow is in the file and was checked: exactly what tcpdump saw.
+    assert_eq!(
+        seen,
+        m.tcpdump_counts(),
+        "packets per flow (curl, udp, client): apptag vs tcpdump at the same time"
     );
     assert_eq!(seen[1], UDP_COUNT + 1, "UDP datagrams and the answer");
     // Each process has its entry in the file, as the kernel knows it: our child, running
@@ -1131,10 +1161,13 @@ fn any_interface_packets_are_attributed() {
     // `any` sees the whole host: the filter keeps this test's traffic only.
     let ns_ip = pair.ns_ip.to_string();
     let sensor = Sensor::start(None, &file, &["-i", "any", "host", &ns_ip]);
+    let dump_path = dir.file("tcpdump.pcap");
+    let mut dump = start_tcpdump("any", &dump_path, &["host", &ns_ip]);
     let (cpid, cport) = curl(&pair);
     let (upid, uport) = udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
     rx.wait_ok();
     settle();
+    dump.stop_with(libc::SIGINT, Duration::from_secs(30));
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
 
@@ -1157,7 +1190,16 @@ fn any_interface_packets_are_attributed() {
             assert_eq!(p.pid, upid, "udp sender packet {p:?}");
         }
     }
-    assert!(c >= 7, "only {c} curl packets on any");
+    assert_eq!(
+        c,
+        tshark_count(
+            &dump_path,
+            TCP,
+            v4(pair.host_ip, cport),
+            v4(pair.ns_ip, HTTP_PORT)
+        ),
+        "curl packets on any: apptag vs tcpdump -i any at the same time"
+    );
     assert_eq!(u, UDP_COUNT + 1, "udp sender packets on any");
 }
 
@@ -1169,6 +1211,8 @@ fn inbound_traffic_carries_the_local_server_pid() {
     let dir = TempDir::new("inbound");
     let file = dir.file("inbound.pcapng");
     let sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
+    let dump_path = dir.file("tcpdump.pcap");
+    let mut dump = start_tcpdump(&pair.host_if, &dump_path, &[]);
     // Servers on the host, clients in the namespace: the host's sockets are the
     // listener, the accepted connection and a UDP receiver.
     let mut srv = Traffic::start("tcp-server", &format!("{}:{TCP_PORT}", pair.host_ip), "");
@@ -1187,6 +1231,7 @@ fn inbound_traffic_carries_the_local_server_pid() {
     srv.wait_ok();
     rx.wait_ok();
     settle();
+    dump.stop_with(libc::SIGINT, Duration::from_secs(30));
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
 
@@ -1213,7 +1258,16 @@ fn inbound_traffic_carries_the_local_server_pid() {
             ));
         }
     }
-    assert!(t >= 7, "only {t} packets of the inbound TCP connection");
+    assert_eq!(
+        t,
+        tshark_count(
+            &dump_path,
+            TCP,
+            v4(pair.host_ip, TCP_PORT),
+            v4(pair.ns_ip, cport)
+        ),
+        "packets of the inbound TCP connection: apptag vs tcpdump at the same time"
+    );
     assert_eq!(u, 2, "the inbound datagram and its answer");
     assert!(
         wrong.is_empty(),
