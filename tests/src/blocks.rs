@@ -160,7 +160,7 @@ pub fn parse(bytes: &[u8]) -> Result<PcapngFile, String> {
         }
         let btype = o.u32(bytes, at)?;
         let total = o.u32(bytes, at + 4)? as usize;
-        if total < 12 || total % 4 != 0 || at + total > bytes.len() {
+        if total < 12 || !total.is_multiple_of(4) || at + total > bytes.len() {
             return Err(format!(
                 "block of type {btype:#x} at {at} has length {total}"
             ));
