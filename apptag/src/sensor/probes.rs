@@ -90,7 +90,7 @@ pub struct ProbeConfig {
 }
 
 /// (program name in the object, what it hooks)
-const PROGRAMS: &[(&str, &str)] = &[
+pub const PROGRAMS: &[(&str, &str)] = &[
     ("apptag_sock_create", "cgroup/sock_create"),
     ("apptag_post_bind4", "cgroup/post_bind4"),
     ("apptag_post_bind6", "cgroup/post_bind6"),
