@@ -43,6 +43,8 @@ pub mod hook {
     pub const SOCK_RELEASE: u32 = 13;
     pub const SKB_EGRESS: u32 = 14;
     pub const SKB_INGRESS: u32 = 15;
+    /// `tp_btf/tcp_sendmsg_locked`: a TCP send begins, before any packet of it leaves.
+    pub const TCP_SENDMSG: u32 = 16;
 
     /// A short, stable name for reports and the application-record block.
     pub const fn name(hook: u32) -> &'static str {
@@ -62,6 +64,7 @@ pub mod hook {
             SOCK_RELEASE => "sock_release",
             SKB_EGRESS => "cgroup_skb_egress",
             SKB_INGRESS => "cgroup_skb_ingress",
+            TCP_SENDMSG => "tcp_sendmsg_locked",
             _ => "unknown",
         }
     }

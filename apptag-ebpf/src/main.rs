@@ -35,14 +35,6 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 static LAST_USER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per CPU: (pid_tgid, boot ns) of the latest syscall entry. A send's packets are captured
-/// on loopback (and often on any interface) before `sock_send_length` fires at the end of
-/// the send, so the event must carry the time the send began, not the time it returned:
-/// otherwise the first packet a new user sends is stamped before the user's event and is
-/// given to the previous user.
-#[map]
-static SYSCALL_START: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
-
 /// Dedup for FLOW: (cookie, 5-tuple) pairs already reported.
 #[map]
 static SEEN_FLOW: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(262144, 0);
@@ -292,37 +284,6 @@ fn user_changed(cookie: u64) -> bool {
     true
 }
 
-/// When the current task's syscall began, if this CPU recorded it; else now. A task that
-/// was preempted inside the syscall and whose slot another task took falls back to now.
-#[inline(always)]
-fn op_start() -> u64 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(slot) = SYSCALL_START.get(0)
-        && slot[0] == pid_tgid
-        && slot[1] != 0
-    {
-        return slot[1];
-    }
-    now()
-}
-
-/// Records the entry time of every syscall, per CPU: one array write, no hash look-up.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn apptag_sys_enter(_ctx: BtfTracePointContext) -> i32 {
-    if let Some(slot) = SYSCALL_START.get_ptr_mut(0) {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let ts = now();
-        // SAFETY: per-CPU slot; a BPF program is not preempted by another on the same CPU
-        // between these two writes in a way that matters (a torn pair only falls back to
-        // now() through the pid check in op_start).
-        unsafe {
-            (*slot)[0] = pid_tgid;
-            (*slot)[1] = ts;
-        }
-    }
-    0
-}
-
 // ---------------------------------------------------------------------------------------
 // sock_ops: the TCP 4-tuple (local port chosen by the kernel) before the SYN leaves
 // ---------------------------------------------------------------------------------------
@@ -381,9 +342,8 @@ fn length_event(ctx: &BtfTracePointContext, ev_kind: u32, ev_hook: u32) {
     if cookie == 0 || !user_changed(cookie) {
         return;
     }
-    let start = op_start();
     emit(|ev| {
-        ev.ts_ns = start;
+        ev.ts_ns = now();
         ev.cookie = cookie;
         ev.kind = ev_kind;
         ev.hook = ev_hook;
@@ -395,6 +355,32 @@ fn length_event(ctx: &BtfTracePointContext, ev_kind: u32, ev_hook: u32) {
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn apptag_send_length(ctx: BtfTracePointContext) -> i32 {
     length_event(&ctx, kind::SEND, hook::SEND_LENGTH);
+    0
+}
+
+/// The start of every TCP send, in the sending task, before the send pushes any packet: a
+/// new user of a TCP socket is reported here, so its event is stamped before its first
+/// packet. `sock_send_length` fires only when the send returns, after a loopback packet (or
+/// any packet sent in the syscall) has already been captured.
+#[btf_tracepoint(function = "tcp_sendmsg_locked")]
+pub fn apptag_tcp_sendmsg(ctx: BtfTracePointContext) -> i32 {
+    // Arguments: (const struct sock *sk, const struct msghdr *msg, const struct sk_buff
+    // *skb, int size_goal).
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    // SAFETY: sk is a BTF-typed struct sock pointer, which this helper accepts.
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    if cookie == 0 || !user_changed(cookie) {
+        return 0;
+    }
+    emit(|ev| {
+        ev.ts_ns = now();
+        ev.cookie = cookie;
+        ev.kind = kind::SEND;
+        ev.hook = hook::TCP_SENDMSG;
+        ev.family = 0;
+        ev.protocol = IPPROTO_TCP;
+        fill_task(ev);
+    });
     0
 }
 
@@ -463,6 +449,22 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
             sport = u16::from_be(ports[0]);
             dport = u16::from_be(ports[1]);
         }
+    }
+    // A UDP datagram leaves in the context of the task that sends it (there are no
+    // retransmissions or ACKs sent from softirq): a new sender is named here, before the
+    // capture sees its first datagram. TCP packets can leave from softirq (ACKs, timers),
+    // where the current task is unrelated, so TCP uses tcp_sendmsg_locked instead.
+    if direction == 1 && (p == IPPROTO_UDP || p == IPPROTO_UDPLITE) && user_changed(cookie) {
+        let (family, protocol) = (key.family, key.protocol);
+        emit(|ev| {
+            ev.ts_ns = now();
+            ev.cookie = cookie;
+            ev.kind = kind::SEND;
+            ev.hook = hook::SKB_EGRESS;
+            ev.family = family;
+            ev.protocol = protocol;
+            fill_task(ev);
+        });
     }
     if direction == 1 {
         key.local_addr = src;

@@ -277,21 +277,24 @@ fn sendmmsg_sender() {
     assert_eq!(p.get("sent"), "8");
     p.wait_ok();
     settle(&mut a);
-    sent_by_the_child(&a, &mut p, tag_of(&a, local, target, 17));
+    // A connected UDP socket: no cgroup sendmsg hook runs; the egress hook sees the
+    // child's datagrams in the child's context.
+    sent_by_the_child(&a, &mut p, tag_of(&a, local, target, 17), hook::SKB_EGRESS);
 }
 
-/// The parent created and connected the socket, a forked child sent: only
-/// `sock_send_length` saw the child, so the tag must be the child's and name that hook.
-fn sent_by_the_child(a: &Attributor, p: &mut Traffic, t: Tag) {
-    assert_hooks(a.probe_status(), &["tp_btf/sock_send_length"]);
+/// The parent created and connected the socket, a forked child sent: only a hook that
+/// sees the send itself saw the child, so the tag must be the child's and name that hook.
+fn sent_by_the_child(a: &Attributor, p: &mut Traffic, t: Tag, by: u32) {
+    let name = match by {
+        hook::TCP_SENDMSG => "tp_btf/tcp_sendmsg_locked",
+        hook::SKB_EGRESS => "cgroup_skb/egress",
+        _ => "tp_btf/sock_send_length",
+    };
+    assert_hooks(a.probe_status(), &[name]);
     let child: u32 = p.get("child").parse().expect("child pid");
     assert_ne!(child, p.pid());
     assert_eq!(t.pid, child, "the child sent");
-    assert_eq!(
-        t.provenance,
-        Provenance::Hook(hook::SEND_LENGTH),
-        "named by the send hook"
-    );
+    assert_eq!(t.provenance, Provenance::Hook(by), "named by {name}");
 }
 
 #[test]
@@ -349,13 +352,13 @@ fn connection_opened_before_apptag_started() {
     p.release();
     p.wait_ok();
     settle(&mut a);
-    // Once the process sends, the send hook confirms the seed.
-    assert_hooks(a.probe_status(), &["tp_btf/sock_send_length"]);
+    // Once the process sends, the TCP send hook confirms the seed.
+    assert_hooks(a.probe_status(), &["tp_btf/tcp_sendmsg_locked"]);
     let t = tag_of(&a, local, server, 6);
     assert_eq!(t.pid, p.pid());
     assert_eq!(
         t.provenance,
-        Provenance::Hook(hook::SEND_LENGTH),
+        Provenance::Hook(hook::TCP_SENDMSG),
         "provenance after the first send"
     );
 }
@@ -371,7 +374,7 @@ fn sendfile_sender() {
     assert_eq!(p.get("sent"), "4096");
     p.wait_ok();
     settle(&mut a);
-    sent_by_the_child(&a, &mut p, tag_of(&a, local, server, 6));
+    sent_by_the_child(&a, &mut p, tag_of(&a, local, server, 6), hook::TCP_SENDMSG);
 }
 
 #[test]
@@ -385,7 +388,7 @@ fn splice_sender() {
     assert_eq!(p.get("sent"), "512");
     p.wait_ok();
     settle(&mut a);
-    sent_by_the_child(&a, &mut p, tag_of(&a, local, server, 6));
+    sent_by_the_child(&a, &mut p, tag_of(&a, local, server, 6), hook::TCP_SENDMSG);
 }
 
 /// Raw ICMP has no ports: the packet's addresses and protocol lead to the raw socket.

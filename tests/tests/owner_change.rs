@@ -29,9 +29,9 @@ fn serial() -> MutexGuard<'static, ()> {
 const SCRIPT: &str = include_str!("../src/owners.py");
 const PORT: u16 = 18090;
 
-/// The hooks these scenarios depend on: the send/recv tracepoints name a new owner, the
-/// syscall-entry hook dates it before its first packet, sock_ops and cgroup_skb tie the
-/// packets' 5-tuple to the socket.
+/// The hooks these scenarios depend on: tcp_sendmsg_locked names a new sender before its
+/// first packet, the send/recv length tracepoints name other new users, sock_ops and
+/// cgroup_skb tie the packets' 5-tuple to the socket.
 const HOOKS: &[&str] = &[
     "cgroup/sock_create",
     "cgroup/connect4",
@@ -39,7 +39,7 @@ const HOOKS: &[&str] = &[
     "sock_ops",
     "tp_btf/sock_send_length",
     "tp_btf/sock_recv_length",
-    "tp_btf/sys_enter",
+    "tp_btf/tcp_sendmsg_locked",
     "cgroup_skb/egress",
     "cgroup_skb/ingress",
 ];

@@ -104,7 +104,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("apptag_sockops", "sock_ops"),
     ("apptag_send_length", "tp_btf/sock_send_length"),
     ("apptag_recv_length", "tp_btf/sock_recv_length"),
-    ("apptag_sys_enter", "tp_btf/sys_enter"),
+    ("apptag_tcp_sendmsg", "tp_btf/tcp_sendmsg_locked"),
     ("apptag_skb_egress", "cgroup_skb/egress"),
     ("apptag_skb_ingress", "cgroup_skb/ingress"),
 ];
