@@ -8,6 +8,8 @@ answer (TCP_NODELAY), so one send is one segment.
   owners.py server HOST 'PORT COUNT'        serve COUNT connections, then exit
   owners.py fork|scm|threads HOST PORT      one connection that changes owner
   owners.py late-rst HOST PORT              RSTs sent after the process closed its sockets
+  owners.py udp-server HOST 'PORT COUNT'    answer COUNT datagrams
+  owners.py udp-fork HOST PORT              a connected UDP socket that parent and child share
 Prints key=value lines: listen, parent, child, thread, local.
 """
 import os
@@ -84,6 +86,42 @@ def serve(host, port, count):
     for t in workers:
         t.join()
     l.close()
+
+
+def udp_serve(host, port, count):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((host, port))
+    say("listen", f"{host}:{port}")
+    for _ in range(count):
+        d, peer = u.recvfrom(4096)
+        f = dict(kv.split("=", 1) for kv in d.decode().split())
+        pid, tid = me()
+        u.sendto(f"pid={pid} tid={tid} for={f['pid']},{f['tid']} n={f['n']}\n".encode(), peer)
+    u.close()
+
+
+def udp_ask(s, n):
+    pid, tid = me()
+    s.send(f"pid={pid} tid={tid} n={n}\n".encode())
+    s.settimeout(10)
+    return s.recv(4096)
+
+
+def udp_fork(host, port):
+    # A connected UDP socket: parent, child, parent send in turn.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((host, port))
+    say("local", s.getsockname()[1])
+    say("parent", os.getpid())
+    udp_ask(s, 1)
+    pid = os.fork()
+    if pid == 0:
+        udp_ask(s, 2)
+        os._exit(0)
+    say("child", pid)
+    os.waitpid(pid, 0)
+    udp_ask(s, 3)
+    s.close()
 
 
 def fork_turns(host, port):
@@ -167,6 +205,10 @@ mode, host, rest = sys.argv[1], sys.argv[2], sys.argv[3].split() + sys.argv[4:]
 port = int(rest[0])
 if mode == "server":
     serve(host, port, int(rest[1]) if len(rest) > 1 else 1)
+elif mode == "udp-server":
+    udp_serve(host, port, int(rest[1]) if len(rest) > 1 else 1)
+elif mode == "udp-fork":
+    udp_fork(host, port)
 elif mode == "fork":
     fork_turns(host, port)
 elif mode == "scm":

@@ -52,7 +52,7 @@ enum Path2 {
     Veth,
 }
 
-/// One TCP segment as the test parses it.
+/// One TCP segment or UDP datagram as the test parses it (flags 0 for UDP).
 struct Seg {
     sport: u16,
     dport: u16,
@@ -63,18 +63,26 @@ struct Seg {
 fn segment(linktype: u16, d: &[u8]) -> Option<Seg> {
     assert_eq!(linktype, 1, "lo and veth capture Ethernet frames");
     let ip = d.get(14..)?;
-    if u16::from_be_bytes([*d.get(12)?, *d.get(13)?]) != 0x0800 || *ip.get(9)? != 6 {
+    if u16::from_be_bytes([*d.get(12)?, *d.get(13)?]) != 0x0800 {
         return None;
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-    let tcp = ip.get(ihl..total)?;
-    let doff = usize::from(tcp.get(12)? >> 4) * 4;
+    let l4 = ip.get(ihl..total)?;
+    let ports = (
+        u16::from_be_bytes([*l4.first()?, *l4.get(1)?]),
+        u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]),
+    );
+    let (flags, payload) = match *ip.get(9)? {
+        6 => (*l4.get(13)?, l4.get(usize::from(l4.get(12)? >> 4) * 4..)?),
+        17 => (0, l4.get(8..)?),
+        _ => return None,
+    };
     Some(Seg {
-        sport: u16::from_be_bytes([tcp[0], tcp[1]]),
-        dport: u16::from_be_bytes([tcp[2], tcp[3]]),
-        flags: *tcp.get(13)?,
-        payload: tcp.get(doff..)?.to_vec(),
+        sport: ports.0,
+        dport: ports.1,
+        flags,
+        payload: payload.to_vec(),
     })
 }
 
@@ -112,7 +120,7 @@ fn start_tcpdump(cmd_prefix: Option<&NetnsPair>, iface: &str, out: &Path) -> Chi
     };
     cmd.args(["-i", iface, "-n", "-U", "--immediate-mode", "-w"])
         .arg(out)
-        .args(["tcp", "port", &PORT.to_string()]);
+        .args(["port", &PORT.to_string()]);
     let mut t = ChildGuard::spawn(cmd);
     assert!(
         t.wait_for_line("listening on", Duration::from_secs(30)),
@@ -138,7 +146,7 @@ fn run(path: Path2, mode: &str, n: u8, linger: Duration) -> Run {
     let file = dir.file("owners.pcapng");
     let dump = dir.file("tcpdump.pcap");
     let port = PORT.to_string();
-    let filter = ["tcp", "port", port.as_str()];
+    let filter = ["port", port.as_str()];
     let (sensor, tcpdump) = match path {
         Path2::Lo => {
             let mut args = vec!["-i", "lo"];
@@ -166,14 +174,18 @@ fn run(path: Path2, mode: &str, n: u8, linger: Duration) -> Run {
         Path2::Lo => "127.0.0.1".to_string(),
         Path2::Veth => pair.ns_ip.to_string(),
     };
-    let server_count = if mode == "late-rst" { "2" } else { "1" };
+    let (server_mode, server_count) = match mode {
+        "late-rst" => ("server", "2"),
+        "udp-fork" => ("udp-server", "3"),
+        _ => ("server", "1"),
+    };
     let mut server = Traffic::start_with(
         {
             let mut c = pair.command(python());
             c.arg(&script);
             c
         },
-        "server",
+        server_mode,
         &server_host,
         &format!("{PORT} {server_count}"),
     );
@@ -244,7 +256,7 @@ fn check(path: Path2, mode: &str, r: &mut Run, check_tid: bool) {
     let mut owners_seen = BTreeSet::new();
     for (i, p) in r.file.packets.iter().enumerate() {
         let seg = segment(p.linktype, &p.data)
-            .unwrap_or_else(|| panic!("packet {} of port {PORT} is not IPv4/TCP", i + 1));
+            .unwrap_or_else(|| panic!("packet {} of port {PORT} is not IPv4 TCP/UDP", i + 1));
         let from_client = locals.contains(&seg.sport) && seg.dport == PORT;
         let from_server = seg.sport == PORT && locals.contains(&seg.dport);
         assert!(
@@ -361,6 +373,16 @@ fn threads_taking_turns_every_packet_on_lo() {
 #[test]
 fn threads_taking_turns_every_packet_on_veth() {
     scenario(Path2::Veth, "threads", 45, true);
+}
+
+#[test]
+fn connected_udp_shared_after_fork_every_packet_on_lo() {
+    scenario(Path2::Lo, "udp-fork", 48, false);
+}
+
+#[test]
+fn connected_udp_shared_after_fork_every_packet_on_veth() {
+    scenario(Path2::Veth, "udp-fork", 49, false);
 }
 
 #[test]
