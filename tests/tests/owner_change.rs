@@ -15,7 +15,7 @@ use std::{
 use apptag_integration_tests::{
     Traffic, blocks,
     netns::NetnsPair,
-    oracle::{assert_valid, tool},
+    oracle::{assert_valid, parse_frame, tool, tshark_packets},
     require_root,
     sensor::{ChildGuard, Sensor, TempDir},
 };
@@ -219,8 +219,20 @@ fn run(path: Path2, mode: &str, n: u8, linger: Duration) -> Run {
         .find_map(|l| l.strip_prefix("Number of packets:"))
         .and_then(|n| n.trim().parse().ok())
         .expect("capinfos packet count");
+    let own = blocks::read(&file);
+    // The packets this test judges are the ones tshark sees, 5-tuple for 5-tuple.
+    let ours: Vec<_> = own
+        .packets
+        .iter()
+        .map(|p| parse_frame(p.linktype, &p.data))
+        .collect();
+    let theirs: Vec<_> = tshark_packets(&file, None)
+        .into_iter()
+        .map(|p| p.tuple)
+        .collect();
+    assert_eq!(ours, theirs, "5-tuples: the tests' reader vs tshark");
     Run {
-        file: blocks::read(&file),
+        file: own,
         tcpdump_count,
         server_pid: server.pid(),
         client,
