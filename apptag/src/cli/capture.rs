@@ -55,7 +55,8 @@ pub struct CaptureArgs {
     /// Seconds between the periodic application-record blocks.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     app_interval: f64,
-    /// Capture filter in tcpdump (pcap-filter) syntax.
+    /// Capture filter in tcpdump (pcap-filter) syntax, after the options (a first word that
+    /// is not a subcommand is refused as a mistyped subcommand).
     #[arg(trailing_var_arg = true, value_name = "FILTER")]
     filter: Vec<String>,
 }
@@ -95,7 +96,6 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         cgroups: a.cgroups,
     };
     let stop = stop_flag()?;
-    log::info!("writing {}", cfg.output.display());
     let s = apptag::sensor::pipeline::run(&cfg, stop)?;
     // tcpdump's wording, so scripts and benchmarks that read tcpdump read apptag too.
     eprintln!("{} packets captured", s.written);

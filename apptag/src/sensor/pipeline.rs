@@ -369,6 +369,8 @@ impl Output {
         let base = cfg.output.clone();
         let path = file_name(&base, 0, &cfg.rotation);
         let writer = open_writer(&path, interfaces)?;
+        // Only now: the probes are attached, the rings open and the file exists.
+        log::info!("writing {}", path.display());
         Ok(Self {
             base,
             rotation: cfg.rotation,
