@@ -860,6 +860,173 @@ fn file_survives_sigkill() {
     );
 }
 
+/// A tmpfs of `size` mounted for one test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let o = tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                s(dir),
+            ],
+        );
+        assert!(o.status.success(), "mount tmpfs at {dir:?}");
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// pids of the applications `apptag apps --json` finds in `path`, and whether its final
+/// table is complete.
+fn app_pids(path: &Path) -> (std::collections::BTreeSet<u32>, serde_json::Value) {
+    let out = run_apptag(&["apps".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    assert!(out.status.success(), "apptag apps {path:?} failed");
+    let apps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pids = apps["apps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["pids"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_u64().map(|p| p as u32))
+        .collect();
+    (pids, apps)
+}
+
+#[test]
+fn a_full_disk_keeps_the_final_table_and_the_interface_statistics() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(41);
+    let dir = TempDir::new("fulldisk");
+    let _http = http_server(&pair, &dir);
+    let _mnt = Tmpfs::mount(&dir.file("mnt"), "3m");
+    let file = dir.file("mnt").join("full.pcapng");
+    let port = 19400;
+    let _sink = ChildGuard::spawn({
+        let mut c = pair.command("socat");
+        c.args([
+            "-u",
+            &format!("TCP-LISTEN:{port},reuseaddr"),
+            "OPEN:/dev/null",
+        ]);
+        c
+    });
+    let mut udp_rx = in_ns(&pair, "udp-recv", &format!("{}:{UDP_PORT}", pair.ns_ip));
+    udp_rx.get("listen");
+    std::thread::sleep(Duration::from_millis(300));
+    let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--app-interval", "0.5"]);
+    // Small conversations first, then a bulk transfer that fills the 3 MB within a second.
+    let (curl_pid, _) = curl(&pair);
+    let (udp_pid, _) = udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
+    std::thread::sleep(Duration::from_millis(1000));
+    let bulk = ChildGuard::spawn({
+        let mut c = Command::new("socat");
+        c.args(["-u", "/dev/zero", &format!("TCP:{}:{port}", pair.ns_ip)]);
+        c
+    });
+    let (st, err) = sensor.wait(Duration::from_secs(60));
+    drop(bulk);
+    assert!(
+        !st.success(),
+        "apptag went on with a full disk; stderr:\n{err}"
+    );
+    assert!(
+        std::fs::metadata(&file).expect("stat").len() > 1_000_000,
+        "the disk filled before the capture did"
+    );
+
+    let counted = assert_valid(&file);
+    let ours = read_ours(&file);
+    assert!(ours.errors.is_empty(), "our reader: {:?}", ours.errors);
+    assert_eq!(ours.packets.len(), counted, "our reader vs capinfos");
+    assert_eq!(
+        tshark_packets(&file, None).len(),
+        counted,
+        "tshark reads every packet capinfos counts"
+    );
+    let info = String::from_utf8_lossy(&tool("capinfos", &[s(&file)]).stdout).into_owned();
+    assert!(
+        info.contains("Number of stat entries = 1"),
+        "no interface statistics block after the disk filled:\n{info}"
+    );
+    let packet_pids: std::collections::BTreeSet<u32> = ours
+        .packets
+        .iter()
+        .map(|p| p.pid)
+        .filter(|&p| p != 0)
+        .collect();
+    let (pids, apps) = app_pids(&file);
+    assert_eq!(apps["final_table"], true, "no final table: {apps:#}");
+    assert!(
+        packet_pids.is_subset(&pids),
+        "packets of {packet_pids:?} in the file, but application records only for {pids:?}"
+    );
+    for (what, pid) in [("curl", curl_pid), ("udp sender", udp_pid)] {
+        assert!(
+            packet_pids.contains(&pid),
+            "{what} {pid} has no packet in the file"
+        );
+    }
+    assert!(
+        ours.packets.iter().any(|p| p
+            .tuple
+            .as_ref()
+            .is_some_and(|t| t.dport == port || t.sport == port)
+            && p.pid != 0),
+        "the bulk transfer that filled the disk is not in the file"
+    );
+    assert!(
+        err.contains("file system is full")
+            && err.contains("final application table")
+            && err.contains("interface statistics")
+            && !err.contains("did not fit"),
+        "the message does not say what the full disk kept:\n{err}"
+    );
+}
+
+#[test]
+fn the_first_application_is_recorded_without_waiting_for_the_interval() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(42);
+    let dir = TempDir::new("early");
+    let _http = http_server(&pair, &dir);
+    let file = dir.file("early.pcapng");
+    // An interval far longer than the test: only the early block can hold curl.
+    let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--app-interval", "600"]);
+    let (pid, _) = curl(&pair);
+    // The merge delay (0.1 s) and a loaded machine; well under the 600 s interval.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_ours(&file).app_blocks == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = sensor.kill();
+    let (pids, apps) = app_pids(&file);
+    assert_eq!(apps["final_table"], false, "killed: no final table");
+    assert!(
+        pids.contains(&pid),
+        "curl {pid} is not in the periodic records of a capture killed after it: {apps:#}\n{err}"
+    );
+}
+
 #[test]
 fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
     require_root();

@@ -49,6 +49,18 @@ pub enum PipelineError {
     Attribution(#[from] AttributionError),
     #[error("output {path}: {source}")]
     Output { path: PathBuf, source: PcapngError },
+    #[error(
+        "{path}: the file system is full, so the capture stopped. The file keeps its {packets} \
+         packets ({bytes} bytes){kept}. Free space, write elsewhere (-w) or rotate into a ring \
+         of files (-C MB -W FILES)"
+    )]
+    DiskFull {
+        path: PathBuf,
+        packets: u64,
+        bytes: u64,
+        /// What the space kept in reserve held, as a clause.
+        kept: String,
+    },
     #[error("could not start a capture thread: {0}")]
     Thread(std::io::Error),
 }
@@ -246,6 +258,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         if !stopping
             && (stop.load(Ordering::Relaxed)
                 || out.finished
+                || out.full()
                 || cfg.duration.is_some_and(|d| started.elapsed() >= d)
                 || cfg.count.is_some_and(|c| merge.summary.written >= c))
         {
@@ -286,7 +299,10 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         if disconnected {
             break;
         }
-        if last_apps.elapsed() >= cfg.app_interval {
+        // The first application of each file is recorded at once: a capture that ends
+        // early (full disk, kill) must not depend on the first interval having passed.
+        let first = !out.apps_written && !merge.sockets.is_empty();
+        if first || last_apps.elapsed() >= cfg.app_interval {
             last_apps = Instant::now();
             let apps = merge.apps();
             out.periodic(&apps)?;
@@ -362,6 +378,8 @@ struct Output {
     stats_base: Vec<InterfaceStats>,
     /// -G with -W reached its last file.
     finished: bool,
+    /// The current file has an application-record block.
+    apps_written: bool,
 }
 
 impl Output {
@@ -382,6 +400,7 @@ impl Output {
             opened_ns: crate::sys::now_ns(),
             stats_base: vec![InterfaceStats::default(); interfaces.len()],
             finished: false,
+            apps_written: false,
         })
     }
 
@@ -389,6 +408,20 @@ impl Output {
         PipelineError::Output {
             path: self.path.clone(),
             source,
+        }
+    }
+
+    /// The file system is full: only the end of the file may still be written.
+    fn full(&self) -> bool {
+        self.writer.disk_full()
+    }
+
+    /// A full disk is not an error of the write that met it: the capture stops and the
+    /// reserve takes the end of the file.
+    fn check(&self, r: Result<(), PcapngError>) -> Result<(), PipelineError> {
+        match r {
+            Ok(()) | Err(PcapngError::DiskFull { .. }) => Ok(()),
+            Err(e) => Err(self.err(e)),
         }
     }
 
@@ -403,10 +436,15 @@ impl Output {
     }
 
     fn periodic(&mut self, apps: &[AppRecord]) -> Result<(), PipelineError> {
-        self.writer
-            .write_app_changes(apps)
-            .map_err(|e| self.err(e))?;
-        self.writer.flush().map_err(|e| self.err(e))
+        if self.full() {
+            return Ok(());
+        }
+        let r = self.writer.write_app_changes(apps).map(|n| {
+            self.apps_written |= n > 0;
+        });
+        self.check(r)?;
+        let r = self.writer.flush();
+        self.check(r)
     }
 
     /// Final application table and statistics of the current file.
@@ -415,9 +453,18 @@ impl Output {
         apps: &[AppRecord],
         captures: &[Capture],
     ) -> Result<(), PipelineError> {
+        self.write_final_table(apps)?;
+        self.write_stats(captures)
+    }
+
+    fn write_final_table(&mut self, apps: &[AppRecord]) -> Result<(), PipelineError> {
         self.writer
             .write_app_records(apps, true)
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(e))
+    }
+
+    /// One Interface Statistics Block per interface, counting since the file was opened.
+    fn write_stats(&mut self, captures: &[Capture]) -> Result<(), PipelineError> {
         let end_ns = crate::sys::now_ns();
         for (i, c) in captures.iter().enumerate() {
             let now = c.stats();
@@ -456,11 +503,41 @@ impl Output {
         self.seq = next;
         self.opened = Instant::now();
         self.opened_ns = crate::sys::now_ns();
+        self.apps_written = false;
         Ok(true)
     }
 
     fn close(mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<(), PipelineError> {
-        self.finish_file(apps, captures)
+        if !self.full() {
+            return self.finish_file(apps, captures);
+        }
+        // The statistics first: they are small and say what the capture lost.
+        let stats = self.write_stats(captures).is_ok();
+        let table = self.write_final_table(apps).is_ok();
+        let kept = match (table, stats) {
+            (true, true) => format!(
+                ", its final application table ({} application(s)) and the interface statistics",
+                apps.len()
+            ),
+            (true, false) => format!(
+                " and its final application table ({} application(s)); the interface \
+                 statistics did not fit",
+                apps.len()
+            ),
+            (false, true) => ", the interface statistics and the application records of its \
+                 periodic blocks; the final table did not fit"
+                .to_string(),
+            (false, false) => " and the application records of its periodic blocks; the final \
+                 table and the statistics did not fit"
+                .to_string(),
+        };
+        self.writer.release_reserve();
+        Err(PipelineError::DiskFull {
+            path: self.path.clone(),
+            packets: self.writer.packets_written(),
+            bytes: self.writer.bytes_written(),
+            kept,
+        })
     }
 }
 
@@ -475,6 +552,14 @@ fn open_writer(
     let mut w = Writer::create(path, &SectionInfo::detect()).map_err(err)?;
     for i in interfaces {
         w.add_interface(i).map_err(err)?;
+    }
+    // Room for the end of the file (final table, statistics) even when the disk fills up.
+    if !w.keep_reserve().map_err(err)? {
+        log::warn!(
+            "{}: this file system cannot preallocate, so no space is kept for the end of the \
+             file; on a full disk only the periodic application blocks remain",
+            path.display()
+        );
     }
     Ok(w)
 }
@@ -578,7 +663,7 @@ impl Merge {
             .copied()
             .unwrap_or(false);
         if let Some(&(ts, orig_len, off, len, direction)) = b.pkts.get(i) {
-            if out.finished || cfg.count.is_some_and(|c| self.summary.written >= c) {
+            if out.finished || out.full() || cfg.count.is_some_and(|c| self.summary.written >= c) {
                 return Ok(());
             }
             if out.due() {
@@ -626,7 +711,8 @@ impl Merge {
                 if let Some(p) = info
                     && !out.writer.knows_process(p.pid, p.start_ns)
                 {
-                    out.writer.write_process(p).map_err(|e| out.err(e))?;
+                    let r = out.writer.write_process(p);
+                    out.check(r)?;
                 }
                 // The socket's counters are its conversation, as tshark's `-z conv` counts
                 // it; an ICMP error about it is tagged but not counted there.
@@ -641,17 +727,16 @@ impl Merge {
             } else if !cfg.pids.is_empty() || !cfg.comms.is_empty() || !cfg.cgroups.is_empty() {
                 return Ok(());
             }
-            out.writer
-                .write_packet(&Packet {
-                    ts_ns: ts,
-                    interface: b.iface,
-                    orig_len,
-                    data,
-                    direction,
-                    pid: tag.map_or(0, |t| t.pid),
-                    tid: tag.map_or(0, |t| t.tid),
-                })
-                .map_err(|e| out.err(e))?;
+            let r = out.writer.write_packet(&Packet {
+                ts_ns: ts,
+                interface: b.iface,
+                orig_len,
+                data,
+                direction,
+                pid: tag.map_or(0, |t| t.pid),
+                tid: tag.map_or(0, |t| t.tid),
+            });
+            out.check(r)?;
             self.summary.written += 1;
             self.summary.bytes += u64::from(orig_len);
         }
