@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod dissect;
 pub mod model;
 pub mod pcapng;
+pub mod privileges;
 pub mod report;
 pub mod sensor;
 pub mod sys;

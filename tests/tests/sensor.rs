@@ -1027,6 +1027,221 @@ fn the_first_application_is_recorded_without_waiting_for_the_interval() {
     );
 }
 
+const NOBODY: u32 = 65534;
+
+/// (Uid, CapEff) of every thread of `pid`, from /proc/PID/task/*/status.
+fn thread_creds(pid: u32) -> Vec<(String, u32, u64)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let Ok(st) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let uid = field("Uid:")
+            .split_whitespace()
+            .nth(1)
+            .and_then(|u| u.parse().ok())
+            .expect("effective uid");
+        let eff = u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff");
+        v.push((field("Name:"), uid, eff));
+    }
+    v
+}
+
+fn mode_and_owner(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).expect("stat");
+    (m.mode() & 0o7777, m.uid(), m.gid())
+}
+
+/// A command that runs with umask 0, so any mode apptag does not set itself shows.
+fn with_umask_0(mut cmd: Command) -> Command {
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+#[test]
+fn dropped_to_a_user_it_keeps_only_cap_sys_ptrace_and_still_attributes_and_rotates() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(43);
+    let dir = TempDir::new("dropz");
+    let _http = http_server(&pair, &dir);
+    // Rotated files are created by the user: the directory must be the user's.
+    let cap_dir = dir.file("caps");
+    std::fs::create_dir_all(&cap_dir).expect("mkdir");
+    std::os::unix::fs::chown(&cap_dir, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let file = cap_dir.join("z.pcapng");
+    let first = cap_dir.join("z.0.pcapng");
+    let mut sensor = Sensor::start_waiting_for(
+        with_umask_0(Command::new(apptag_bin())),
+        &file,
+        &first,
+        &[
+            "-i",
+            &pair.host_if,
+            "-Z",
+            "nobody",
+            "--group-read",
+            "-C",
+            "0.02",
+            "-W",
+            "50",
+        ],
+    );
+    assert!(
+        sensor
+            .proc
+            .wait_for_line("privileges dropped", Duration::from_secs(30)),
+        "no privilege drop reported:\n{}",
+        sensor.proc.stderr()
+    );
+    let creds = thread_creds(sensor.proc.pid());
+    assert!(
+        creds.len() >= 3,
+        "main, attribution and capture threads: {creds:?}"
+    );
+    let ptrace = 1u64 << 19;
+    for (name, uid, eff) in &creds {
+        assert_eq!(
+            *uid, NOBODY,
+            "thread {name} still runs as uid {uid}: {creds:?}"
+        );
+        assert_eq!(
+            *eff, ptrace,
+            "thread {name} has CapEff {eff:#x}, not CAP_SYS_PTRACE only"
+        );
+    }
+    // After the drop: a server started now (its /proc/PID/exe is root's, readable only
+    // with CAP_SYS_PTRACE), short-lived clients, and enough traffic to rotate.
+    let mut srv = Traffic::start("tcp-server", &format!("{}:{TCP_PORT}", pair.host_ip), "");
+    let listen = srv.get("listen");
+    let mut client = Traffic::start_with(pair.command(traffic_bin()), "tcp-client", &listen, "");
+    client.wait_ok();
+    srv.wait_ok();
+    let curls: Vec<u32> = (0..12).map(|_| curl(&pair).0).collect();
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(
+        st.success(),
+        "apptag -Z nobody exited with {st}; stderr:\n{err}"
+    );
+
+    let files: Vec<String> = std::fs::read_dir(&cap_dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.len() >= 3,
+        "-C 0.02 rotated too little after the drop: {files:?}"
+    );
+    let mut pids = std::collections::BTreeSet::new();
+    let mut apps = Vec::new();
+    for name in &files {
+        let path = cap_dir.join(name);
+        assert_eq!(
+            mode_and_owner(&path),
+            (0o640, NOBODY, NOBODY),
+            "{name}: mode, owner and group of a file written after -Z nobody --group-read"
+        );
+        assert_valid(&path);
+        let ours = read_ours(&path);
+        assert!(ours.errors.is_empty(), "{name}: {:?}", ours.errors);
+        pids.extend(ours.packets.iter().map(|p| p.pid));
+        let (_, json) = app_pids(&path);
+        assert_eq!(json["final_table"], true, "{name}: final table");
+        apps.extend(json["apps"].as_array().cloned().unwrap_or_default());
+    }
+    for pid in curls.iter().chain([&srv.pid()]) {
+        assert!(
+            pids.contains(pid),
+            "pid {pid} lost its packets' attribution after the drop"
+        );
+    }
+    let server = apps
+        .iter()
+        .find(|a| {
+            a["pids"]
+                .as_array()
+                .is_some_and(|p| p.contains(&srv.pid().into()))
+        })
+        .unwrap_or_else(|| panic!("the server {} is in no file", srv.pid()));
+    assert!(
+        server["exe"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("apptag-traffic")),
+        "root's /proc/PID/exe unread after the drop (CAP_SYS_PTRACE): {server:#}"
+    );
+}
+
+#[test]
+fn capture_and_extract_files_are_private_whatever_the_umask() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(44);
+    let dir = TempDir::new("modes");
+    let _http = http_server(&pair, &dir);
+    let file = dir.file("m.pcapng");
+    let sensor = Sensor::start_cmd(
+        with_umask_0(Command::new(apptag_bin())),
+        &file,
+        &["-i", &pair.host_if, "-G", "1", "--duration", "2.5"],
+    );
+    // Rotation happens on a packet: traffic all along.
+    let started = Instant::now();
+    let mut pid = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        pid = curl(&pair).0;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (st, err) = sensor.wait(Duration::from_secs(60));
+    assert!(st.success(), "{err}");
+    let files: Vec<String> = dir
+        .list()
+        .into_iter()
+        .filter(|n| n.starts_with("m."))
+        .collect();
+    assert!(files.len() >= 2, "-G 1 over 2.5 s: {files:?}");
+    for name in &files {
+        assert_eq!(
+            mode_and_owner(&dir.file(name)).0,
+            0o600,
+            "{name} under umask 0"
+        );
+    }
+    // An export over an existing world-readable file ends up private too.
+    let out = dir.file("curl.pcapng");
+    std::fs::write(&out, b"old").expect("old file");
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .expect("chmod");
+    let o = with_umask_0(Command::new(apptag_bin()))
+        .arg("extract")
+        .arg(&file)
+        .arg("-o")
+        .arg(&out)
+        .args(["--pid", &pid.to_string()])
+        .output()
+        .expect("run extract");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(mode_and_owner(&out).0, 0o600, "extract output");
+}
+
 #[test]
 fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
     require_root();

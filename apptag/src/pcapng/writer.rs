@@ -145,9 +145,19 @@ pub struct Writer<W: Write> {
 impl Writer<File> {
     /// Creates (or replaces) a capture file. On a failed write the file is cut back to its
     /// last complete block, so it stays readable by every tool.
+    /// The file is created `0600` (see [`Writer::create_with_mode`]).
     pub fn create(path: impl AsRef<Path>, section: &SectionInfo) -> Result<Self, PcapngError> {
+        Self::create_with_mode(path, section, crate::sys::PRIVATE_FILE_MODE)
+    }
+
+    /// As [`Writer::create`], with the file's mode exactly `mode` whatever the umask.
+    pub fn create_with_mode(
+        path: impl AsRef<Path>,
+        section: &SectionInfo,
+        mode: u32,
+    ) -> Result<Self, PcapngError> {
         let path = path.as_ref();
-        let file = File::create(path).map_err(|e| {
+        let file = crate::sys::create_private(path, mode).map_err(|e| {
             PcapngError::io(format!("cannot create capture file {}", path.display()), e)
         })?;
         let mut w = Writer::new_inner(file, section, Some(truncate_file));

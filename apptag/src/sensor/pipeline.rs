@@ -61,6 +61,14 @@ pub enum PipelineError {
         /// What the space kept in reserve held, as a clause.
         kept: String,
     },
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
+    #[error("cannot give {path} to user {user}: {source}")]
+    Chown {
+        path: PathBuf,
+        user: String,
+        source: std::io::Error,
+    },
     #[error("could not start a capture thread: {0}")]
     Thread(std::io::Error),
 }
@@ -86,6 +94,23 @@ pub struct SensorConfig {
     /// cgroup paths (as in /proc/PID/cgroup, e.g. `/system.slice/nginx.service`) or
     /// container ids; a process matches when its cgroup is at or below one of them.
     pub cgroups: Vec<String>,
+    /// Mode of every file written (exactly, whatever the umask).
+    pub file_mode: u32,
+    /// What to give up once the probes, rings and first file are in place.
+    pub privileges: Privileges,
+}
+
+/// What the sensor keeps once started (see [`crate::privileges`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Privileges {
+    /// Everything it started with.
+    #[default]
+    Keep,
+    /// Only the capabilities of `privileges::KEEP`, as the same user.
+    DropCapabilities,
+    /// Become this user (files are then created in a directory it can write), with only
+    /// the capabilities of `privileges::KEEP`.
+    Switch(crate::privileges::User),
 }
 
 /// Totals printed at the end.
@@ -233,6 +258,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     let infos: Vec<InterfaceInfo> = captures.iter().map(Capture::info).collect();
     let mut out = Output::create(cfg, &infos)?;
     crate::sensor::probes::log_status(attributor.probe_status());
+    give_up_privileges(cfg, &out.path)?;
     let loopback = infos
         .iter()
         // On loopback each packet has a local sender and a local receiver, and the capture
@@ -329,6 +355,43 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     Ok(merge.summary)
 }
 
+/// Before any capture thread starts, so that they inherit the reduced credentials.
+fn give_up_privileges(
+    cfg: &SensorConfig,
+    first_file: &std::path::Path,
+) -> Result<(), PipelineError> {
+    let user = match &cfg.privileges {
+        Privileges::Keep => return Ok(()),
+        Privileges::DropCapabilities => None,
+        Privileges::Switch(u) => {
+            // The first file was created as root; the ring overwrites it later as the user.
+            std::os::unix::fs::chown(first_file, Some(u.uid), Some(u.gid)).map_err(|source| {
+                PipelineError::Chown {
+                    path: first_file.to_path_buf(),
+                    user: u.name.clone(),
+                    source,
+                }
+            })?;
+            Some(u)
+        }
+    };
+    let kept = crate::privileges::drop_privileges(user)?;
+    let caps = crate::privileges::cap_names(kept);
+    log::info!(
+        "privileges dropped: running as {}, keeping {}",
+        user.map_or_else(
+            || "the same user".to_string(),
+            |u| format!("{} (uid {})", u.name, u.uid)
+        ),
+        if caps.is_empty() {
+            "no capabilities".to_string()
+        } else {
+            caps.join(", ")
+        }
+    );
+    Ok(())
+}
+
 /// eBPF attribution, or procfs with a warning when the host has no cgroup v2.
 fn start_attribution(mode: Mode) -> Result<Attributor, PipelineError> {
     match Attributor::start(mode, &ProbeConfig::default()) {
@@ -380,13 +443,14 @@ struct Output {
     finished: bool,
     /// The current file has an application-record block.
     apps_written: bool,
+    file_mode: u32,
 }
 
 impl Output {
     fn create(cfg: &SensorConfig, interfaces: &[InterfaceInfo]) -> Result<Self, PipelineError> {
         let base = cfg.output.clone();
         let path = file_name(&base, 0, &cfg.rotation);
-        let writer = open_writer(&path, interfaces)?;
+        let writer = open_writer(&path, interfaces, cfg.file_mode)?;
         // Only now: the probes are attached, the rings open and the file exists.
         log::info!("writing {}", path.display());
         Ok(Self {
@@ -401,6 +465,7 @@ impl Output {
             stats_base: vec![InterfaceStats::default(); interfaces.len()],
             finished: false,
             apps_written: false,
+            file_mode: cfg.file_mode,
         })
     }
 
@@ -497,7 +562,7 @@ impl Output {
             return Ok(false);
         }
         let path = file_name(&self.base, next, &self.rotation);
-        self.writer = open_writer(&path, &self.interfaces)?;
+        self.writer = open_writer(&path, &self.interfaces, self.file_mode)?;
         log::info!("rotated to {}", path.display());
         self.path = path;
         self.seq = next;
@@ -544,12 +609,13 @@ impl Output {
 fn open_writer(
     path: &std::path::Path,
     interfaces: &[InterfaceInfo],
+    mode: u32,
 ) -> Result<Writer<std::fs::File>, PipelineError> {
     let err = |source| PipelineError::Output {
         path: path.to_path_buf(),
         source,
     };
-    let mut w = Writer::create(path, &SectionInfo::detect()).map_err(err)?;
+    let mut w = Writer::create_with_mode(path, &SectionInfo::detect(), mode).map_err(err)?;
     for i in interfaces {
         w.add_interface(i).map_err(err)?;
     }
