@@ -1242,6 +1242,162 @@ fn capture_and_extract_files_are_private_whatever_the_umask() {
     assert_eq!(mode_and_owner(&out).0, 0o600, "extract output");
 }
 
+/// `Key=value` lines of a unit's [Service] section (repeated keys joined by spaces).
+fn unit_service(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::<String, String>::new();
+    let mut in_service = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service
+            && !line.starts_with('#')
+            && let Some((k, v)) = line.split_once('=')
+        {
+            let e = m.entry(k.to_string()).or_default();
+            if !e.is_empty() {
+                e.push(' ');
+            }
+            e.push_str(v);
+        }
+    }
+    m
+}
+
+#[test]
+fn systemd_unit_verifies_and_its_exec_start_runs_as_the_unit_says() {
+    require_root();
+    let _g = serial();
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/apptag.service");
+    let text = std::fs::read_to_string(&unit_path).expect("contrib/systemd/apptag.service");
+    let svc = unit_service(&text);
+    let get = |k: &str| {
+        svc.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("unit has no {k}="))
+    };
+    // What apptag needs to start, and nothing more (see the privileges module and the
+    // capability check, which names the same set).
+    let needed: std::collections::BTreeSet<String> = [
+        "CAP_NET_RAW",
+        "CAP_NET_ADMIN",
+        "CAP_BPF",
+        "CAP_PERFMON",
+        "CAP_SYS_PTRACE",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
+        let caps: std::collections::BTreeSet<String> =
+            get(key).split_whitespace().map(str::to_string).collect();
+        assert_eq!(caps, needed, "{key}");
+    }
+    assert_eq!(get("ProtectSystem"), "strict");
+    assert_eq!(get("NoNewPrivileges"), "yes");
+    let state = get("ReadWritePaths");
+    let exec = get("ExecStart");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    let arg_after = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or_else(|| panic!("ExecStart has no {flag}: {exec}"))
+    };
+    arg_after("-C");
+    arg_after("-W");
+    assert!(
+        arg_after("-w").starts_with(&format!("{state}/")),
+        "the capture goes outside ReadWritePaths={state}: {exec}"
+    );
+
+    // systemd's own check, on the unit as installed but for the binary's path.
+    let dir = TempDir::new("systemd");
+    let bin = apptag_bin();
+    let installed = dir.file("apptag.service");
+    std::fs::write(&installed, text.replace(args[0], s(&bin))).expect("unit copy");
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&installed)
+        .output()
+        .expect("systemd-analyze (cargo xtask setup installs systemd)");
+    let complaints = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        v.status.success() && complaints.trim().is_empty(),
+        "systemd-analyze verify: {}\n{complaints}",
+        v.status
+    );
+
+    // The ExecStart as systemd runs it: the unit's user (here nobody), its capabilities as
+    // ambient, inheritable and bounding sets, no new privileges, its umask; the state
+    // directory owned by the user.
+    let state_dir = dir.file("state");
+    std::fs::create_dir_all(&state_dir).expect("mkdir");
+    std::os::unix::fs::chown(&state_dir, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let caps: Vec<String> = needed
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = format!("-all,{}", caps.join(","));
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={NOBODY}"),
+        &format!("--regid={NOBODY}"),
+        "--clear-groups",
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+        &format!("--bounding-set={caps}"),
+        "--no-new-privs",
+        "--",
+    ]);
+    cmd.arg(&bin);
+    for a in &args[1..] {
+        cmd.arg(a.replace(&state, s(&state_dir)));
+    }
+    let umask = u32::from_str_radix(&get("UMask"), 8).expect("UMask");
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(umask);
+            Ok(())
+        });
+    }
+    cmd.env("RUST_LOG", "info");
+    let mut sensor = ChildGuard::spawn(cmd);
+    assert!(
+        sensor.wait_for_line("privileges dropped", Duration::from_secs(60)),
+        "the unit's ExecStart did not start capturing:\n{}",
+        sensor.stderr()
+    );
+    for (name, uid, eff) in thread_creds(sensor.pid()) {
+        assert_eq!(
+            (uid, eff),
+            (NOBODY, 1u64 << 19),
+            "thread {name} after start"
+        );
+    }
+    let pair = NetnsPair::new(45);
+    let _http = http_server(&pair, &dir);
+    let (curl_pid, _) = curl(&pair);
+    settle();
+    let st = sensor.stop_with(libc::SIGTERM, Duration::from_secs(60));
+    assert!(
+        st.success(),
+        "SIGTERM, the unit's KillSignal: {st}\n{}",
+        sensor.stderr()
+    );
+    let first = state_dir.join("apptag.0.pcapng");
+    assert_eq!(mode_and_owner(&first), (0o600, NOBODY, NOBODY), "{first:?}");
+    assert_valid(&first);
+    let ours = read_ours(&first);
+    assert!(
+        ours.packets.iter().any(|p| p.pid == curl_pid),
+        "curl {curl_pid} unattributed in the unit's capture"
+    );
+    let (_, apps) = app_pids(&first);
+    assert_eq!(apps["final_table"], true, "SIGTERM writes the final table");
+}
+
 #[test]
 fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
     require_root();
