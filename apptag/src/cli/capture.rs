@@ -14,7 +14,9 @@ pub struct CaptureArgs {
     /// Interface to capture on (repeatable; `any` for all, `lo` for loopback).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
-    /// Output pcapng file [default: apptag-HOST-TIMESTAMP.pcapng].
+    /// Output pcapng file [default: apptag-HOST-TIMESTAMP.pcapng], created 0600 whatever the
+    /// umask. Space is kept past its end so that a full disk still gets the final
+    /// application table and the interface statistics; apptag then stops and says so.
     #[arg(short = 'w', value_name = "FILE")]
     write: Option<std::path::PathBuf>,
     /// Stop after writing this many packets.
