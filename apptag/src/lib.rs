@@ -9,6 +9,7 @@
 //! - [`report`]: read -> dissect -> aggregate per application -> render.
 
 pub mod analysis;
+pub mod bytes;
 pub mod dissect;
 pub mod model;
 pub mod pcapng;

@@ -20,13 +20,11 @@ use std::{
 };
 
 use crate::{
+    dissect::dissect,
     model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
     pcapng::{PcapngError, SectionInfo, Writer},
     sensor::attribution::{
-        AttributionError, Attributor, Mode,
-        flow::{icmp_quoted, packet_ends},
-        process::ProcKey,
-        table::SocketTable,
+        AttributionError, Attributor, Mode, process::ProcKey, table::SocketTable,
     },
     sensor::capture::{Capture, CaptureConfig, CaptureError, StopHandle},
     sensor::probes::ProbeConfig,
@@ -746,7 +744,8 @@ impl Merge {
                 .data
                 .get(off as usize..(off + len) as usize)
                 .unwrap_or(&[]);
-            let ends = packet_ends(linktype, data);
+            let dissected = dissect(linktype, data);
+            let ends = dissected.ip_five_tuple();
             let lookup_dir = if loopback {
                 Direction::Unknown
             } else {
@@ -756,7 +755,7 @@ impl Merge {
             let mut quoted_error = false;
             if tag.is_none()
                 && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
-                && let Some(quoted) = icmp_quoted(linktype, data)
+                && let Some(quoted) = dissected.icmp_error_quote().and_then(|q| q.ip_five_tuple())
             {
                 // An ICMP error belongs to the socket that sent the datagram it quotes.
                 tag = a.table().lookup(&quoted, Direction::Outbound, ts);
@@ -784,9 +783,8 @@ impl Merge {
                 // it; an ICMP error about it is tagged but not counted there.
                 if !quoted_error {
                     // The tagged socket sent this packet if it is the packet's source.
-                    let sent = ends.is_some_and(|e| {
-                        e.src == t.tuple.local && e.src_port == t.tuple.local_port
-                    });
+                    let sent = ends
+                        .is_some_and(|e| e.src == t.tuple.src && e.src_port == t.tuple.src_port);
                     self.account(t, ts, orig_len, sent, a.table());
                 }
                 self.summary.attributed += 1;
@@ -826,10 +824,10 @@ impl Merge {
             let owner = table.socket(t.cookie).and_then(|s| s.owner_at(ts).copied());
             (
                 SocketRecord {
-                    local_addr: t.tuple.local.to_ip(),
-                    local_port: t.tuple.local_port,
-                    remote_addr: t.tuple.remote.to_ip(),
-                    remote_port: t.tuple.remote_port,
+                    local_addr: t.tuple.src.to_ip(),
+                    local_port: t.tuple.src_port,
+                    remote_addr: t.tuple.dst.to_ip(),
+                    remote_port: t.tuple.dst_port,
                     protocol: t.tuple.protocol,
                     first_ns: ts,
                     last_ns: ts,
