@@ -329,3 +329,30 @@ fn with_a_reserve_a_full_disk_still_gets_the_final_table_and_statistics() {
     let info = stdout_of("capinfos", &[f.to_str().unwrap_or("")]);
     assert!(info.contains("Number of stat entries = 1"), "{info}");
 }
+
+#[test]
+fn a_closed_file_gives_its_reserve_back() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("reserve-back");
+    let f = dir.path("small.pcapng");
+    let mut w = Writer::create(&f, &SectionInfo::detect()).expect("create");
+    w.add_interface(&eth_lo()).expect("idb");
+    let reserved = w.keep_reserve().expect("reserve");
+    w.write_app_changes(&[app("curl", 4242, 2)])
+        .expect("periodic");
+    let held = std::fs::metadata(&f).expect("stat").blocks() * 512;
+    if reserved {
+        assert!(
+            held >= apptag::pcapng::writer::RESERVE_BASE,
+            "reserve not allocated: {held}"
+        );
+    }
+    drop(w);
+    let m = std::fs::metadata(&f).expect("stat");
+    let allocated = m.blocks() * 512;
+    assert!(
+        allocated <= m.len().next_multiple_of(4096) + 4096,
+        "a closed {}-byte file still holds {allocated} bytes of disk",
+        m.len()
+    );
+}

@@ -452,9 +452,14 @@ impl<W: Write> Writer<W> {
     /// Gives the space allocated past the end of the file back to the file system (call
     /// once the file is complete; dropping the writer does it too).
     pub fn release_reserve(&mut self) {
+        // Truncating to the current length frees what lies past the end on ext4 and tmpfs;
+        // a punched hole past the end is a no-op on ext4, so it only backs the truncation up.
         if let (Some(r), Some(out)) = (self.reserve.take(), self.out.as_mut())
             && r.allocated_to > self.committed
         {
+            if let Some(cut) = self.truncate {
+                let _ = cut(out, self.committed);
+            }
             let _ = (r.allocate)(out, self.committed, r.allocated_to - self.committed, true);
         }
     }
