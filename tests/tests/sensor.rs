@@ -1099,7 +1099,7 @@ fn dropped_to_a_user_it_keeps_only_cap_sys_ptrace_and_still_attributes_and_rotat
             "nobody",
             "--group-read",
             "-C",
-            "0.02",
+            "0.01",
             "-W",
             "50",
         ],
@@ -1149,7 +1149,7 @@ fn dropped_to_a_user_it_keeps_only_cap_sys_ptrace_and_still_attributes_and_rotat
         .collect();
     assert!(
         files.len() >= 3,
-        "-C 0.02 rotated too little after the drop: {files:?}"
+        "-C 0.01 rotated too little after the drop: {files:?}"
     );
     let mut pids = std::collections::BTreeSet::new();
     let mut apps = Vec::new();
