@@ -82,6 +82,13 @@ fn user_errors_print_a_message_and_no_backtrace_under_rust_backtrace_1() {
         "CAP_NET_RAW"
     };
     assert_message_not_backtrace(&o, "unknown interface", names);
+
+    if apptag::sys::is_root() {
+        // A mistyped -Z user is found before anything is attached or written.
+        let o = apptag(&["-i", "lo", "-Z", "nosuchuser0", "-w", "z.pcapng"], &dir.0);
+        assert_message_not_backtrace(&o, "unknown -Z user", "nosuchuser0");
+        assert!(!dir.path("z.pcapng").exists(), "file left for a bad -Z");
+    }
 }
 
 #[test]
