@@ -16,3 +16,4 @@ pub mod pcapng;
 pub mod report;
 pub mod sensor;
 pub mod sys;
+pub mod units;
