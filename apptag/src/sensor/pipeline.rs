@@ -21,7 +21,7 @@ use std::{
 
 use crate::{
     dissect::dissect,
-    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
+    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord, proto},
     pcapng::{PcapngError, SectionInfo, Writer},
     sensor::attribution::{
         AttributionError, Attributor, Mode, process::ProcKey, table::SocketTable,
@@ -601,7 +601,7 @@ impl Merge {
             let mut tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
             let mut quoted_error = false;
             if tag.is_none()
-                && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
+                && ends.is_some_and(|e| e.protocol == proto::ICMP || e.protocol == proto::ICMPV6)
                 && let Some(quoted) = dissected.icmp_error_quote().and_then(|q| q.ip_five_tuple())
             {
                 // An ICMP error belongs to the socket that sent the datagram it quotes.
