@@ -124,6 +124,9 @@ pub struct ReassemblyConfig {
     pub max_streams: usize,
     /// A stream without packets for this long (capture time) is expired.
     pub timeout_ns: u64,
+    /// Delivered bytes kept per direction after every subscriber is done with them, so a
+    /// retransmission can be compared with what was delivered (conflicting bytes).
+    pub compare_window: usize,
 }
 
 impl Default for ReassemblyConfig {
@@ -136,6 +139,7 @@ impl Default for ReassemblyConfig {
             memcap: 1 << 30,
             max_streams: 1 << 20,
             timeout_ns: 600_000_000_000,
+            compare_window: 4096,
         }
     }
 }
@@ -346,22 +350,19 @@ impl Reassembler {
         if let Some(&i) = self.table.get(&key) {
             match self.slots.get(i as usize).and_then(Option::as_ref) {
                 Some(s) if !renumber(s) => return Some((i, false)),
-                Some(_) => {
-                    let state = StreamState::Closed;
-                    self.retire(i, state, sink);
-                }
+                // A new connection on the same 5-tuple: the old one ends here.
+                Some(_) => self.retire(i, StreamState::Unfinished, sink),
                 None => {
                     self.table.remove(&key);
                 }
             }
         }
+        // Idle streams are expired by the periodic sweep, not here: sweeping on every
+        // refused stream would make a flood of new streams quadratic.
         let need = std::mem::size_of::<Stream>();
         if self.table.len() >= self.cfg.max_streams || self.memory + need > self.cfg.memcap {
-            self.sweep(inp.ts_ns.saturating_sub(self.cfg.timeout_ns).max(1), sink);
-            if self.table.len() >= self.cfg.max_streams || self.memory + need > self.cfg.memcap {
-                self.stats.streams_refused += 1;
-                return None;
-            }
+            self.stats.streams_refused += 1;
+            return None;
         }
         let number = match transport {
             Transport::Tcp => {
@@ -543,8 +544,8 @@ impl Reassembler {
                 let ack_off = s.tcp[o].offset(p.tcp.ack);
                 let first_queued = s.tcp[o].queue.keys().next().copied().unwrap_or(u64::MAX);
                 if ack_off > first_queued as i64 && first_queued > s.tcp[o].next {
-                    declare_gap(s, dir.other(), first_queued, inp, sink);
-                    delivered |= drain(s, dir.other(), inp, sink);
+                    declare_gap(s, dir.other(), first_queued, sink);
+                    delivered |= drain(s, dir.other(), sink, self.cfg.compare_window);
                 }
             }
         }
@@ -616,7 +617,7 @@ impl Reassembler {
                             s.stats[d].delivered_bytes += payload.len() as u64;
                             let to = s.halves[d].end();
                             let keep = sink.data(s, dir, from..to);
-                            s.halves[d].release(keep.unwrap_or(to));
+                            release(s, dir, keep, self.cfg.compare_window);
                             delivered = true;
                         } else {
                             if off > next {
@@ -624,13 +625,13 @@ impl Reassembler {
                                 s.stats[d].out_of_order_packets += 1;
                             }
                             enqueue(s, dir, off, payload, inp, policy, &mut self.scratch);
-                            delivered |= drain(s, dir, inp, sink);
+                            delivered |= drain(s, dir, sink, self.cfg.compare_window);
                             if s.tcp[d].queued > self.cfg.max_queued_bytes {
                                 self.stats.queue_overflows += 1;
                                 s.cut.get_or_insert(CutReason::OutOfOrderLimit);
                                 if let Some(&first) = s.tcp[d].queue.keys().next() {
-                                    declare_gap(s, dir, first, inp, sink);
-                                    drain(s, dir, inp, sink);
+                                    declare_gap(s, dir, first, sink);
+                                    drain(s, dir, sink, self.cfg.compare_window);
                                 }
                             }
                         }
@@ -821,7 +822,7 @@ fn enqueue(
 }
 
 /// Delivers queued segments that are now contiguous; true if any was.
-fn drain(s: &mut Stream, dir: Dir, _inp: &Input, sink: &mut dyn Subscriber) -> bool {
+fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize) -> bool {
     let d = dir.index();
     let from = s.halves[d].end();
     loop {
@@ -847,7 +848,7 @@ fn drain(s: &mut Stream, dir: Dir, _inp: &Input, sink: &mut dyn Subscriber) -> b
     let to = s.halves[d].end();
     if to > from {
         let keep = sink.data(s, dir, from..to);
-        s.halves[d].release(keep.unwrap_or(to));
+        release(s, dir, keep, window);
         true
     } else {
         false
@@ -855,7 +856,7 @@ fn drain(s: &mut Stream, dir: Dir, _inp: &Input, sink: &mut dyn Subscriber) -> b
 }
 
 /// The bytes from `next` up to `until` will never come: mark them a gap.
-fn declare_gap(s: &mut Stream, dir: Dir, until: u64, _inp: &Input, sink: &mut dyn Subscriber) {
+fn declare_gap(s: &mut Stream, dir: Dir, until: u64, sink: &mut dyn Subscriber) {
     let d = dir.index();
     let next = s.tcp[d].next;
     if until <= next {
@@ -875,20 +876,20 @@ fn flush(s: &mut Stream, sink: &mut dyn Subscriber) {
     if s.id.transport != Transport::Tcp {
         return;
     }
-    let dummy = Dissected::default();
-    let inp = Input {
-        frame: 0,
-        ts_ns: 0,
-        pid: 0,
-        packet: &dummy,
-        constituents: None,
-    };
     for dir in Dir::BOTH {
         while let Some(&first) = s.tcp[dir.index()].queue.keys().next() {
-            declare_gap(s, dir, first, &inp, sink);
-            drain(s, dir, &inp, sink);
+            declare_gap(s, dir, first, sink);
+            drain(s, dir, sink, 0);
         }
     }
+}
+
+/// Frees what no subscriber needs, but the last `window` bytes.
+#[inline]
+fn release(s: &mut Stream, dir: Dir, keep: Option<Position>, window: usize) {
+    let h = &mut s.halves[dir.index()];
+    let upto = Position(h.end().0.saturating_sub(window as u64));
+    h.release(keep.map_or(upto, |k| k.min(upto)));
 }
 
 /// Whether `d` is a packet for reassembly, and which kind.
