@@ -677,6 +677,10 @@ proptest! {
             if next >= payload.len() { break; }
             bounds.push(next);
         }
+        if bounds.len() == 1 {
+            // One piece would be a whole datagram, not a fragment.
+            bounds.push(8);
+        }
         bounds.push(payload.len());
         let n = bounds.len() - 1;
         let mut seq: Vec<usize> = (0..n).collect();
