@@ -351,8 +351,8 @@ pub struct DefragStats {
     pub overlapping_fragments: u64,
     /// Fragments whose data past the datagram's end was cut off.
     pub clipped_fragments: u64,
-    /// Non-last IPv4 fragments whose length was cut to a multiple of 8, as Linux does.
-    pub unaligned_trimmed: u64,
+    /// Non-last IPv4 fragments whose length is not a multiple of 8 (kept whole).
+    pub unaligned_fragments: u64,
     pub discarded: DiscardCounts,
     /// Datagrams being reassembled now, and the most at once.
     pub trackers: u64,
@@ -692,17 +692,18 @@ impl Defragmenter {
         let Some(key) = DatagramKey::of(d) else {
             return self.discard(DiscardReason::NotFragment);
         };
-        let mut len = data.len();
+        let len = data.len();
         if len == 0 {
             return self.discard(DiscardReason::BadLength);
         }
         if f.more && !len.is_multiple_of(8) {
-            // RFC 8200 has IPv6 drop these; Linux cuts IPv4 ones to the 8-byte boundary.
-            if ipv6 || len < 8 {
+            // RFC 8200 has IPv6 drop these. IPv4 stacks differ (BSD drops, Linux cuts to
+            // the 8-byte boundary, Windows keeps); the bytes are kept, as Suricata and
+            // tshark do, and the policy settles any overlap they cause.
+            if ipv6 {
                 return self.discard(DiscardReason::BadLength);
             }
-            len &= !7;
-            self.stats.unaligned_trimmed += 1;
+            self.stats.unaligned_fragments += 1;
         }
         let ns = f.offset;
         let end = ns as usize + len;
