@@ -587,6 +587,27 @@ fn policy_names_round_trip_and_bad_names_say_what_is_valid() {
 }
 
 #[test]
+fn rewriting_the_same_bytes_over_and_over_keeps_memory_flat() {
+    // Under `last` every copy wins; the bytes it replaced must not pile up.
+    let mut df = with_policy(Policy::Last);
+    let data = vec![b'x'; 1400];
+    for i in 0..2000u64 {
+        assert_eq!(push(&mut df, i + 1, 1, &v4(1, 0, true, &data)), Got::Held);
+    }
+    assert_eq!(df.stats().held, 2000);
+    assert!(
+        df.stats().peak_memory_bytes < 64 << 10,
+        "{}",
+        df.stats().peak_memory_bytes
+    );
+    let Got::Done(d, c) = push(&mut df, 3000, 1, &v4(1, 1400, false, b"end")) else {
+        panic!()
+    };
+    assert_eq!(payload_of(&d).len(), 1403);
+    assert_eq!(c.len(), 2001);
+}
+
+#[test]
 fn steady_traffic_reuses_buffers() {
     let mut df = Defragmenter::new(DefragConfig::default());
     let data = vec![7u8; 1480];
