@@ -199,6 +199,13 @@ pub struct FragInfo {
     pub header_len: usize,
     /// The protocol of the fragmented payload (IPv4 protocol, IPv6 fragment next header).
     pub next_header: u8,
+    /// Where in `l3` the byte naming the fragment header sits (IPv6: the next-header field
+    /// of the IPv6 header or of the last extension header before the fragment header), so
+    /// a reassembled datagram can name the payload instead. IPv4: the protocol field (9).
+    pub next_header_field: usize,
+    /// The capture ended before the datagram did (snap length shorter than the IP length
+    /// field): the fragment's data is incomplete.
+    pub truncated: bool,
 }
 
 /// The TCP header fields that stream reassembly needs.
@@ -429,6 +436,7 @@ fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     } else {
         ip.len()
     };
+    let truncated = total >= ihl && total > ip.len();
     d.l3 = &ip[..end];
     let frag = be16(ip, 6).unwrap_or(0);
     let id = u32::from(be16(ip, 4).unwrap_or(0));
@@ -441,6 +449,8 @@ fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
             data_start: ihl.min(end),
             header_len: ihl,
             next_header: ip[9],
+            next_header_field: 9,
+            truncated,
         };
     }
     if offset != 0 {
@@ -471,9 +481,12 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     } else {
         (40 + plen).min(ip.len())
     };
+    let truncated = plen != 0 && 40 + plen > ip.len();
     d.l3 = &ip[..end];
     let mut next = ip[6];
     let mut off = 40;
+    // Where the byte naming the current header sits.
+    let mut next_field = 6;
     // Extension headers, bounded so a crafted loop of headers cannot stall us.
     for _ in 0..16 {
         match next {
@@ -484,6 +497,7 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                     return;
                 };
                 next = nh;
+                next_field = off;
                 off += (usize::from(len) + 1) * 8;
             }
             // Authentication header: length in 4-byte units, minus 2.
@@ -493,6 +507,7 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                     return;
                 };
                 next = nh;
+                next_field = off;
                 off += (usize::from(len) + 2) * 4;
             }
             44 => {
@@ -508,8 +523,11 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                     data_start: (off + 8).min(end),
                     header_len: off,
                     next_header: nh,
+                    next_header_field: next_field,
+                    truncated,
                 };
                 next = nh;
+                next_field = off;
                 off += 8;
                 let offset = fo >> 3;
                 d.fragment = Fragment::of(offset, fo & 1 != 0, id);

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::{model::proto, units::utc_time};
+use crate::{analysis::defrag::DefragStats, model::proto, units::utc_time};
 
 use super::{
     aggregate::{Aggregator, Counters, LineId, LineKind, Series},
@@ -35,6 +35,10 @@ pub struct Report {
     /// Every flow, only with `--flows` (there can be millions).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conversations: Vec<Conversation>,
+    /// IP defragmentation, when the file has fragments: datagrams reassembled and
+    /// fragments discarded, by reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defrag: Option<DefragStats>,
     /// Damage found in the file; the figures cover what was read before it.
     pub problems: Vec<Problem>,
     #[serde(skip)]
@@ -198,12 +202,14 @@ struct LineAcc {
 
 impl Report {
     pub fn build(
-        agg: Aggregator,
+        mut agg: Aggregator,
         file: String,
         format: Format,
         problems: Vec<Problem>,
         with_flows: bool,
     ) -> Self {
+        // Fragments still waiting for their datagrams are counted now.
+        agg.finish();
         let mut acc: Vec<LineAcc> = (0..agg.lines.len()).map(|_| LineAcc::default()).collect();
         let mut conversations = Vec::new();
         for f in &agg.flows {
@@ -421,6 +427,7 @@ impl Report {
             }),
             applications: apps,
             conversations,
+            defrag: (agg.defrag_stats().fragments > 0).then(|| agg.defrag_stats().clone()),
             problems,
             timeline: Timeline {
                 origin_ns: agg.timeline.origin_ns,
