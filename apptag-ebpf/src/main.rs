@@ -11,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-use apptag_common::{AF_INET, AF_INET6, FlowKey, SockEvent, hook, kind, stat};
+use apptag_common::{AF_INET, AF_INET6, FlowKey, SockEvent, direction, hook, ipproto, kind, stat};
 use aya_ebpf::{
     EbpfContext,
     bindings::{bpf_sock, bpf_sock_addr},
@@ -42,10 +42,11 @@ static SEEN_FLOW: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(262144,
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-const IPPROTO_TCP: u16 = 6;
-const IPPROTO_UDP: u16 = 17;
-const IPPROTO_UDPLITE: u16 = 136;
-const IPPROTO_SCTP: u16 = 132;
+// The socket's protocol field is 16 bits wide.
+const IPPROTO_TCP: u16 = ipproto::TCP as u16;
+const IPPROTO_UDP: u16 = ipproto::UDP as u16;
+const IPPROTO_UDPLITE: u16 = ipproto::UDPLITE as u16;
+const IPPROTO_SCTP: u16 = ipproto::SCTP as u16;
 
 // sock_ops operations (uapi/linux/bpf.h).
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
@@ -395,7 +396,7 @@ pub fn apptag_recv_length(ctx: BtfTracePointContext) -> i32 {
 // ---------------------------------------------------------------------------------------
 
 #[inline(always)]
-fn skb_flow(ctx: &SkBuffContext, direction: u8) {
+fn skb_flow(ctx: &SkBuffContext, dir: u8) {
     bump(stat::SKB_PACKETS);
     let cookie = sock_cookie(ctx);
     if cookie == 0 {
@@ -454,7 +455,10 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
     // retransmissions or ACKs sent from softirq): a new sender is named here, before the
     // capture sees its first datagram. TCP packets can leave from softirq (ACKs, timers),
     // where the current task is unrelated, so TCP uses tcp_sendmsg_locked instead.
-    if direction == 1 && (p == IPPROTO_UDP || p == IPPROTO_UDPLITE) && user_changed(cookie) {
+    if dir == direction::EGRESS
+        && (p == IPPROTO_UDP || p == IPPROTO_UDPLITE)
+        && user_changed(cookie)
+    {
         let (family, protocol) = (key.family, key.protocol);
         emit(|ev| {
             ev.ts_ns = now();
@@ -466,7 +470,7 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
             fill_task(ev);
         });
     }
-    if direction == 1 {
+    if dir == direction::EGRESS {
         key.local_addr = src;
         key.remote_addr = dst;
         key.local_port = sport;
@@ -486,12 +490,12 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
         ev.ts_ns = now();
         ev.cookie = cookie;
         ev.kind = kind::FLOW;
-        ev.hook = if direction == 1 {
+        ev.hook = if dir == direction::EGRESS {
             hook::SKB_EGRESS
         } else {
             hook::SKB_INGRESS
         };
-        ev.direction = direction;
+        ev.direction = dir;
         ev.uid = uid;
         ev.family = key.family;
         ev.protocol = key.protocol;
@@ -504,13 +508,13 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
 
 #[cgroup_skb(egress)]
 pub fn apptag_skb_egress(ctx: SkBuffContext) -> i32 {
-    skb_flow(&ctx, 1);
+    skb_flow(&ctx, direction::EGRESS);
     1
 }
 
 #[cgroup_skb(ingress)]
 pub fn apptag_skb_ingress(ctx: SkBuffContext) -> i32 {
-    skb_flow(&ctx, 2);
+    skb_flow(&ctx, direction::INGRESS);
     1
 }
 

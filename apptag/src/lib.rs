@@ -13,6 +13,8 @@ pub mod bytes;
 pub mod dissect;
 pub mod model;
 pub mod pcapng;
+pub mod privileges;
 pub mod report;
 pub mod sensor;
 pub mod sys;
+pub mod units;
