@@ -509,7 +509,11 @@ fn same_times(a: &[String], b: &[String]) -> bool {
 
 /// `tcpdump -w` on the same interface at the same time, with an optional filter.
 fn start_tcpdump(iface: &str, out: &Path, filter: &[&str]) -> ChildGuard {
-    let mut cmd = Command::new("tcpdump");
+    start_tcpdump_with(Command::new("tcpdump"), iface, out, filter)
+}
+
+/// As `start_tcpdump`, with `cmd` running tcpdump (inside a namespace, say).
+fn start_tcpdump_with(mut cmd: Command, iface: &str, out: &Path, filter: &[&str]) -> ChildGuard {
     // Immediate mode: otherwise packets wait in a ring block that tcpdump never reads if
     // it is stopped within its 1 s block timeout.
     cmd.args([
@@ -739,6 +743,8 @@ fn loopback_packets_are_attributed_to_their_sender() {
     let dir = TempDir::new("lo");
     let file = dir.file("lo.pcapng");
     let sensor = Sensor::start(Some(&pair), &file, &["-i", "lo"]);
+    let dump_path = dir.file("tcpdump.pcap");
+    let mut dump = start_tcpdump_with(pair.command("tcpdump"), "lo", &dump_path, &[]);
     let mut srv = in_ns(&pair, "tcp-server", "127.0.0.1:0");
     let listen = srv.get("listen");
     let mut client = Traffic::start_with(pair.command(traffic_bin()), "tcp-client", &listen, "");
@@ -746,6 +752,7 @@ fn loopback_packets_are_attributed_to_their_sender() {
     client.wait_ok();
     srv.wait_ok();
     settle();
+    dump.stop_with(libc::SIGINT, Duration::from_secs(30));
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
 
@@ -757,10 +764,11 @@ fn loopback_packets_are_attributed_to_their_sender() {
     let tuples: Vec<_> = ours.packets.iter().map(|p| p.tuple).collect();
     let ttuples: Vec<_> = theirs.iter().map(|p| p.tuple).collect();
     assert_eq!(tuples, ttuples, "5-tuples: our reader vs tshark");
-    assert!(
-        ours.packets.len() >= 7,
-        "only {} packets on lo",
-        ours.packets.len()
+    let lo = v4(std::net::Ipv4Addr::LOCALHOST, 0).0;
+    assert_eq!(
+        ours.packets.len(),
+        tshark_count(&dump_path, TCP, (lo, local), (lo, port_of(&listen))),
+        "packets on lo: apptag vs a tcpdump at the same time"
     );
     let (cpid, spid, sport) = (client.pid(), srv.pid(), port_of(&listen));
     let mut wrong = Vec::new();
