@@ -87,6 +87,25 @@ impl Default for BootClock {
     }
 }
 
+/// Mode of the files apptag writes (captures, rotated files, extracts): the owner only.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// With `--group-read`: the owner's group may read too.
+pub const GROUP_READ_FILE_MODE: u32 = 0o640;
+
+/// Creates (or truncates) `path` with exactly `mode`, whatever the umask and whatever mode
+/// an existing file had: packets are other users' traffic.
+pub fn create_private(path: &std::path::Path, mode: u32) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(f)
+}
+
 pub fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -106,6 +125,7 @@ pub fn effective_caps() -> u64 {
 
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_NET_RAW: u32 = 13;
+pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_SYS_RESOURCE: u32 = 24;
 pub const CAP_PERFMON: u32 = 38;

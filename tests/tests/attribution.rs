@@ -12,7 +12,7 @@ use std::{
 };
 
 use apptag::{
-    sensor::attribution::{Addr, Attributor, Mode, Tag, Tuple},
+    sensor::attribution::{Addr, Attributor, FiveTuple, Mode, Tag},
     sensor::probes::ProbeConfig,
     sys::now_ns,
 };
@@ -32,12 +32,13 @@ fn settle(a: &mut Attributor) {
     }
 }
 
-fn tuple(local: SocketAddr, remote: SocketAddr, protocol: u8) -> Tuple {
-    Tuple {
-        local: Addr::from_ip(local.ip()),
-        local_port: local.port(),
-        remote: Addr::from_ip(remote.ip()),
-        remote_port: remote.port(),
+/// A socket's connection as the table keys it: seen as sender, source = local end.
+fn tuple(local: SocketAddr, remote: SocketAddr, protocol: u8) -> FiveTuple {
+    FiveTuple {
+        src: Addr::from_ip(local.ip()),
+        src_port: local.port(),
+        dst: Addr::from_ip(remote.ip()),
+        dst_port: remote.port(),
         protocol,
     }
 }
@@ -159,7 +160,7 @@ fn ipv6_tcp() {
     settle(&mut a);
     let t = tag_of(&a, local, server, 6);
     assert_eq!(t.pid, client.pid());
-    assert!(!t.tuple.local.is_v4());
+    assert!(!t.tuple.src.is_v4());
     // The test process's own accepted socket is attributed to the test process.
     assert_eq!(tag_of(&a, server, local, 6).pid, std::process::id());
 }

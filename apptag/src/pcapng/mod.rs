@@ -84,6 +84,13 @@ pub enum PcapngError {
         len: usize,
         max: usize,
     },
+    /// The file system has no room for the next write beyond the space kept for the end of
+    /// the file: nothing more should be written but the final table and the statistics.
+    #[error(
+        "the file system is full: the capture stops at byte {kept} ({lost} buffered bytes not \
+         written); the space kept in reserve holds the final application table and statistics"
+    )]
+    DiskFull { kept: u64, lost: usize },
     #[error("could not encode JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

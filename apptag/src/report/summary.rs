@@ -216,9 +216,9 @@ impl Report {
             let service = f.service_label();
             let remote_of = |account: &super::aggregate::Account| {
                 if account.a_is_local.unwrap_or(f.local_is_a()) {
-                    (f.key.b, f.key.b_port)
+                    (f.key.dst.to_ip(), f.key.dst_port)
                 } else {
-                    (f.key.a, f.key.a_port)
+                    (f.key.src.to_ip(), f.key.src_port)
                 }
             };
             for (k, account) in f.accounts.iter().enumerate() {
@@ -267,10 +267,10 @@ impl Report {
                 conversations.push(Conversation {
                     protocol: f.key.protocol,
                     transport: proto::name(f.key.protocol),
-                    a: f.key.a,
-                    a_port: f.key.a_port,
-                    b: f.key.b,
-                    b_port: f.key.b_port,
+                    a: f.key.src.to_ip(),
+                    a_port: f.key.src_port,
+                    b: f.key.dst.to_ip(),
+                    b_port: f.key.dst_port,
                     packets_a_to_b: f.packets[0],
                     bytes_a_to_b: f.bytes[0],
                     packets_b_to_a: f.packets[1],

@@ -13,7 +13,7 @@ use apptag_common::{SockEvent, kind};
 use serde::Serialize;
 
 use super::{
-    flow::{Addr, LocalKey, PacketEnds, Tuple},
+    flow::{Addr, FiveTuple, LocalKey},
     process::{ProcKey, ProcessTable},
     sockdiag::DiagSocket,
 };
@@ -120,15 +120,15 @@ pub struct Tag {
     /// cgroup v2 id of the task (0 when only /proc named it).
     pub cgroup_id: u64,
     pub provenance: Provenance,
-    /// The tuple as seen from the tagged socket (local = its end).
-    pub tuple: Tuple,
+    /// The tuple as seen from the tagged socket: source = its local end.
+    pub tuple: FiveTuple,
 }
 
 type Timeline = Vec<(u64, u64)>;
 
 pub struct SocketTable {
     socks: HashMap<u64, SockInfo>,
-    tuples: HashMap<Tuple, Timeline>,
+    tuples: HashMap<FiveTuple, Timeline>,
     locals: HashMap<LocalKey, Timeline>,
     procs: ProcessTable,
     clock: BootClock,
@@ -212,11 +212,11 @@ impl SocketTable {
                 if ev.kind == kind::ESTABLISHED {
                     s.life.connected_ns.get_or_insert(ts);
                 }
-                let t = Tuple {
-                    local,
-                    local_port: ev.local_port,
-                    remote,
-                    remote_port: ev.remote_port,
+                let t = FiveTuple {
+                    src: local,
+                    src_port: ev.local_port,
+                    dst: remote,
+                    dst_port: ev.remote_port,
                     protocol: ev.protocol as u8,
                 };
                 if s.local_port == 0 || ev.kind == kind::ESTABLISHED {
@@ -293,12 +293,12 @@ impl SocketTable {
             .entry(d.cookie)
             .or_insert_with(|| SockInfo::new(d.cookie, now_ns));
         s.family = d.family;
-        s.protocol = d.protocol;
-        s.local = d.local;
-        s.local_port = d.local_port;
-        s.remote = d.remote;
-        s.remote_port = d.remote_port;
-        s.listening = d.protocol == 6 && d.state == 10;
+        s.protocol = d.tuple.protocol;
+        s.local = d.tuple.src;
+        s.local_port = d.tuple.src_port;
+        s.remote = d.tuple.dst;
+        s.remote_port = d.tuple.dst_port;
+        s.listening = d.tuple.protocol == 6 && d.state == 10;
         if let Some(pid) = pid {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             let proc = self.procs.observe(pid, comm.trim(), now_ns);
@@ -316,21 +316,10 @@ impl SocketTable {
         }
         let cookie = d.cookie;
         // Seeded sockets existed before anything we capture: index them from time 0.
-        if d.remote_port != 0 || !d.remote.is_unspecified() {
-            let t = Tuple {
-                local: d.local,
-                local_port: d.local_port,
-                remote: d.remote,
-                remote_port: d.remote_port,
-                protocol: d.protocol,
-            };
-            push(self.tuples.entry(t).or_default(), 0, cookie);
-        } else if d.local_port != 0 {
-            let k = LocalKey {
-                addr: d.local,
-                port: d.local_port,
-                protocol: d.protocol,
-            };
+        if d.tuple.dst_port != 0 || !d.tuple.dst.is_unspecified() {
+            push(self.tuples.entry(d.tuple).or_default(), 0, cookie);
+        } else if d.tuple.src_port != 0 {
+            let k = LocalKey::of_sender(&d.tuple);
             push(self.locals.entry(k).or_default(), 0, cookie);
         }
     }
@@ -340,8 +329,8 @@ impl SocketTable {
     /// wildcard fallbacks), then the exact 5-tuple of the other end, which is also local
     /// when traffic runs between network namespaces of this host. With `Unknown` (loopback)
     /// the sender is tried first, then the receiver.
-    pub fn lookup(&self, ends: &PacketEnds, dir: Direction, ts: u64) -> Option<Tag> {
-        let (sender, receiver) = (ends.as_sender(), ends.as_receiver());
+    pub fn lookup(&self, ends: &FiveTuple, dir: Direction, ts: u64) -> Option<Tag> {
+        let (sender, receiver) = (*ends, ends.reversed());
         match dir {
             Direction::Outbound => self
                 .lookup_tuple(&sender, ts)
@@ -357,15 +346,15 @@ impl SocketTable {
 
     /// Only the exact 5-tuple: a bound-address match on the far end of a packet would name
     /// a local socket for a remote host's port.
-    fn lookup_exact(&self, t: &Tuple, ts: u64) -> Option<Tag> {
+    fn lookup_exact(&self, t: &FiveTuple, ts: u64) -> Option<Tag> {
         let cookie = self.pick(self.tuples.get(t), ts)?;
         self.tag_for(cookie, t, ts)
     }
 
     /// Looks up one orientation: exact 5-tuple, then the bound local address, then the
     /// wildcard address on the same port.
-    pub fn lookup_tuple(&self, t: &Tuple, ts: u64) -> Option<Tag> {
-        let local = t.local_key();
+    pub fn lookup_tuple(&self, t: &FiveTuple, ts: u64) -> Option<Tag> {
+        let local = LocalKey::of_sender(t);
         let cookie = self
             .pick(self.tuples.get(t), ts)
             .or_else(|| self.pick(self.locals.get(&local), ts))
@@ -373,8 +362,8 @@ impl SocketTable {
         self.tag_for(cookie, t, ts)
     }
 
-    fn tag_for(&self, cookie: u64, t: &Tuple, ts: u64) -> Option<Tag> {
-        let local = t.local_key();
+    fn tag_for(&self, cookie: u64, t: &FiveTuple, ts: u64) -> Option<Tag> {
+        let local = LocalKey::of_sender(t);
         let sock = self.socks.get(&cookie)?;
         let owner = match sock.owner_at(ts) {
             Some(o) => *o,
@@ -496,8 +485,8 @@ mod tests {
         e
     }
 
-    fn ends(ts_port: u16) -> PacketEnds {
-        PacketEnds {
+    fn ends(ts_port: u16) -> FiveTuple {
+        FiveTuple {
             src: Addr::from_v4([127, 0, 0, 1]),
             src_port: 5000,
             dst: Addr::from_v4([127, 0, 0, 9]),
