@@ -1094,7 +1094,7 @@ impl Defragmenter {
             return Err(DiscardReason::Memcap);
         }
         if compact {
-            self.compact(s);
+            self.compact(s, won as usize);
         }
         if !nf.more && self.slots[s as usize].end.is_none() {
             self.set_end(s, nf.ne);
@@ -1137,6 +1137,7 @@ impl Defragmenter {
         t.covered += gained;
         if header_won {
             t.header.clear();
+            t.header.reserve_exact(nf.header.len());
             t.header.extend_from_slice(nf.header);
             t.next_header = nf.next_header;
             t.next_header_field = nf.next_header_field;
@@ -1197,10 +1198,10 @@ impl Defragmenter {
     }
 
     /// Rewrites the arena with only the bytes pieces still use (heavy overlap leaves the
-    /// rest unused).
-    fn compact(&mut self, s: u32) {
+    /// rest unused), with room for `more` bytes (exactly what was charged).
+    fn compact(&mut self, s: u32, more: usize) {
         let t = &mut self.slots[s as usize];
-        let mut a = Vec::with_capacity(t.covered as usize);
+        let mut a = Vec::with_capacity((t.covered as usize + more).max(1024));
         for p in &mut t.pieces {
             let (from, n) = (p.src as usize, (p.end - p.start) as usize);
             p.src = a.len() as u32;
