@@ -569,8 +569,11 @@ impl Tracker {
     }
 
     fn charge(&self) -> usize {
-        std::mem::size_of::<Tracker>()
-            + self.arena.capacity()
+        std::mem::size_of::<Tracker>() + self.buffers()
+    }
+
+    fn buffers(&self) -> usize {
+        self.arena.capacity()
             + self.header.capacity()
             + self.pieces.capacity() * std::mem::size_of::<Piece>()
             + self.frags.capacity() * std::mem::size_of::<FragRec>()
@@ -661,6 +664,8 @@ pub struct Defragmenter {
     lru_head: u32,
     lru_tail: u32,
     memory: usize,
+    /// Buffer bytes kept by released trackers (part of `memory`), shed first under the memcap.
+    spare: usize,
     stats: DefragStats,
     out: Vec<u8>,
     out_frames: Vec<u64>,
@@ -685,6 +690,7 @@ impl Defragmenter {
             lru_head: NIL,
             lru_tail: NIL,
             memory: 0,
+            spare: 0,
             stats: DefragStats::default(),
             out: Vec::new(),
             out_frames: Vec::new(),
@@ -905,6 +911,10 @@ impl Defragmenter {
 
     /// Memory that would be free if the spare buffers of released trackers were dropped.
     fn shed_spares(&mut self) {
+        if self.spare == 0 {
+            return;
+        }
+        self.spare = 0;
         for &s in &self.free {
             let t = &mut self.slots[s as usize];
             t.arena = Vec::new();
@@ -946,7 +956,10 @@ impl Defragmenter {
 
     fn open(&mut self, key: DatagramKey, policy: Policy, ts_ns: u64) -> Option<u32> {
         let s = match self.free.pop() {
-            Some(s) => s,
+            Some(s) => {
+                self.spare = self.spare.saturating_sub(self.slots[s as usize].buffers());
+                s
+            }
             None => {
                 // The index may grow too: charge its next size.
                 let grow_index = if self.index.len() == self.index.capacity() {
@@ -1028,6 +1041,7 @@ impl Defragmenter {
             self.lru_tail = prev;
         }
         self.index.remove(&key);
+        self.spare += self.slots[s as usize].buffers();
         self.free.push(s);
         self.stats.trackers = self.index.len() as u64;
         self.recharge(s);
