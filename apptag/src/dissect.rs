@@ -13,8 +13,32 @@ use crate::{
 };
 
 /// An address in canonical (IPv4-mapped) 16-byte form.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Addr(pub [u8; 16]);
+
+// Flow tables hash and order addresses for every packet: as one 128-bit word, that is two
+// multiplications of FxHash and one comparison, where the derived impls would go through
+// a length-prefixed byte slice. Big-endian, so the order is the bytes' lexicographic one.
+impl std::hash::Hash for Addr {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
+
+impl Ord for Addr {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        u128::from_be_bytes(self.0).cmp(&u128::from_be_bytes(other.0))
+    }
+}
+
+impl PartialOrd for Addr {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Addr {
     pub const UNSPECIFIED: Addr = Addr([0; 16]);
@@ -104,7 +128,12 @@ impl FiveTuple {
     /// tuple is in that order (its source is the lower end).
     #[inline]
     pub fn canonical(&self) -> (FiveTuple, bool) {
-        if (self.src, self.src_port) <= (self.dst, self.dst_port) {
+        // Addresses as 128-bit words: one comparison each, in the order of `Addr`.
+        let (s, d) = (
+            u128::from_be_bytes(self.src.0),
+            u128::from_be_bytes(self.dst.0),
+        );
+        if s < d || (s == d && self.src_port <= self.dst_port) {
             (*self, true)
         } else {
             (self.reversed(), false)
@@ -680,6 +709,22 @@ mod tests {
                 .ip_five_tuple()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn addr_order_is_the_byte_order() {
+        let a = [
+            Addr::from_v4([10, 0, 0, 1]),
+            Addr::from_v4([9, 255, 255, 255]),
+        ];
+        assert!(a[1] < a[0]);
+        assert!(Addr([0; 16]) < Addr::from_v4([0; 4]));
+        let mut hi = [0u8; 16];
+        hi[0] = 1;
+        let mut lo = [0xffu8; 16];
+        lo[0] = 0;
+        assert!(Addr(lo) < Addr(hi));
+        assert_eq!(Addr(lo).cmp(&Addr(lo)), std::cmp::Ordering::Equal);
     }
 
     #[test]
