@@ -98,7 +98,7 @@ fn a_mistyped_subcommand_is_refused_with_the_nearest_one() {
         ("sokets", Some("sockets")),
         ("repotr", Some("report")),
         ("extarct", Some("extract")),
-        ("streams", None),
+        ("stream", Some("streams")),
         ("tcp", None),
     ] {
         let o = apptag(&[word, "-i", "lo"], &dir.0);
