@@ -206,8 +206,8 @@ fn packet_states_and_frames_of_each_byte() {
     assert_eq!(of(State::DeliveredInOrder), vec![f5]);
     assert_eq!(of(State::Closed), vec![f7]);
     let _ = f6;
-    // Bytes 0-3 came in frame 5, bytes 4-7 in frame 4.
-    assert_eq!(r.frames_of, vec![(0, vec![f5, f4])]);
+    // Bytes 0-3 came in frame 5, bytes 4-7 in frame 4 (one callback per segment).
+    assert_eq!(r.frames_of, vec![(0, vec![f5]), (4, vec![f4])]);
     assert_eq!(r.summary(0).state, StreamState::Closed);
 }
 

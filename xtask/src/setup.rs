@@ -28,6 +28,8 @@ pub const DEB_PACKAGES: &[&str] = &[
     // GNU time.
     "fonts-dejavu-core",
     "time",
+    // `cargo xtask bench analysis` measures tcpflow beside apptag's reassembly.
+    "tcpflow",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

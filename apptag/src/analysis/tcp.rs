@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::apps::AppIndex;
+use super::prefix::PrefixMap;
 use super::stream::{CutReason, Dir, Position, Stream, StreamId, StreamState, Transport};
 use super::subscribe::{PacketEvent, State, States, Subscriber};
 use crate::dissect::{Dissected, FiveTuple};
@@ -113,7 +114,7 @@ pub struct ReassemblyConfig {
     /// The overlap policy for destinations without a more specific one.
     pub policy: OverlapPolicy,
     /// Per destination address: the most specific prefix wins.
-    pub per_destination: Vec<(crate::dissect::Addr, u8, OverlapPolicy)>,
+    pub per_destination: PrefixMap<OverlapPolicy>,
     /// Bytes delivered per direction before the stream is cut (0: no limit).
     pub depth: u64,
     /// Bytes queued out of order per direction before the hole is declared a gap.
@@ -133,7 +134,7 @@ impl Default for ReassemblyConfig {
     fn default() -> Self {
         Self {
             policy: OverlapPolicy::default(),
-            per_destination: Vec::new(),
+            per_destination: PrefixMap::new(),
             depth: 0,
             max_queued_bytes: 1 << 20,
             memcap: 1 << 30,
@@ -260,14 +261,16 @@ impl Reassembler {
         self.table.len()
     }
 
+    #[inline]
     fn policy_for(&self, dst: &crate::dissect::Addr) -> OverlapPolicy {
-        let mut best: Option<(u8, OverlapPolicy)> = None;
-        for (net, len, p) in &self.cfg.per_destination {
-            if prefix_matches(net, *len, dst) && best.is_none_or(|(l, _)| *len > l) {
-                best = Some((*len, *p));
-            }
+        if self.cfg.per_destination.is_empty() {
+            return self.cfg.policy;
         }
-        best.map_or(self.cfg.policy, |(_, p)| p)
+        self.cfg
+            .per_destination
+            .lookup(*dst)
+            .copied()
+            .unwrap_or(self.cfg.policy)
     }
 
     /// Expires streams idle for longer than the timeout, at most every quarter timeout
@@ -683,18 +686,6 @@ impl Reassembler {
     }
 }
 
-fn prefix_matches(net: &crate::dissect::Addr, len: u8, a: &crate::dissect::Addr) -> bool {
-    let len = usize::from(len.min(128));
-    let (full, rest) = (len / 8, len % 8);
-    if net.0[..full] != a.0[..full] {
-        return false;
-    }
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        net.0[full] & mask == a.0[full] & mask
-    }
-}
-
 /// Bytes of `payload` (at `off`, all before `next`) that differ from the delivered copy
 /// still held (released bytes cannot be compared).
 fn conflicts(s: &Stream, dir: Dir, off: u64, payload: &[u8]) -> u64 {
@@ -821,10 +812,11 @@ fn enqueue(
     }
 }
 
-/// Delivers queued segments that are now contiguous; true if any was.
+/// Delivers queued segments that are now contiguous, one data callback per segment (as
+/// tshark's follow reports them); true if any was.
 fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize) -> bool {
     let d = dir.index();
-    let from = s.halves[d].end();
+    let mut any = false;
     loop {
         let next = s.tcp[d].next;
         let Some(entry) = s.tcp[d].queue.first_entry() else {
@@ -841,18 +833,16 @@ fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize) -> 
             continue;
         }
         let data = &seg.data[skip..];
+        let from = s.halves[d].end();
         s.halves[d].append(data, seg.frame, seg.ts_ns, seg.constituents.as_deref());
         s.stats[d].delivered_bytes += data.len() as u64;
-        s.tcp[d].next = s.halves[d].end().0;
-    }
-    let to = s.halves[d].end();
-    if to > from {
+        let to = s.halves[d].end();
+        s.tcp[d].next = to.0;
         let keep = sink.data(s, dir, from..to);
         release(s, dir, keep, window);
-        true
-    } else {
-        false
+        any = true;
     }
+    any
 }
 
 /// The bytes from `next` up to `until` will never come: mark them a gap.
