@@ -111,6 +111,13 @@ pub trait Subscriber {
 
     fn packet(&mut self, _ev: &PacketEvent<'_, '_>) {}
 
+    /// Whether this subscriber reads stream bytes. When no subscriber does, reassembly
+    /// still orders segments, resolves overlaps and finds gaps, but delivered bytes are
+    /// not copied (and retransmissions are not compared with them).
+    fn wants_bytes(&self) -> bool {
+        true
+    }
+
     /// A new stream (its first packet).
     fn opened(&mut self, _s: &Stream) {}
 
@@ -138,6 +145,9 @@ pub struct Fanout<'a>(pub Vec<&'a mut dyn Subscriber>);
 impl Subscriber for Fanout<'_> {
     fn states(&self) -> States {
         self.0.iter().fold(States::NONE, |a, s| a.union(s.states()))
+    }
+    fn wants_bytes(&self) -> bool {
+        self.0.iter().any(|s| s.wants_bytes())
     }
     fn packet(&mut self, ev: &PacketEvent<'_, '_>) {
         for s in &mut self.0 {
@@ -254,6 +264,7 @@ fn run(
     };
     let states = sub.states();
     let mut reasm = Reassembler::new(cfg.reassembly.clone(), apps, states);
+    reasm.keep_bytes = sub.wants_bytes();
     let mut defrag = Defragmenter::new(cfg.defrag.clone());
     let mut linktypes: Vec<u16> = Vec::new();
     let mut frame = 0u64;

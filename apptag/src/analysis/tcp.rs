@@ -222,6 +222,8 @@ pub struct Reassembler {
     apps: Option<AppIndex>,
     /// Reused for payload bytes that must be copied (overlap resolution).
     scratch: Vec<u8>,
+    /// Whether delivered bytes are kept for subscribers (else only counted).
+    pub keep_bytes: bool,
 }
 
 /// One packet handed to reassembly.
@@ -249,6 +251,7 @@ impl Reassembler {
             stats: ReassemblyStats::default(),
             apps,
             scratch: Vec::new(),
+            keep_bytes: true,
         }
     }
 
@@ -548,7 +551,13 @@ impl Reassembler {
                 let first_queued = s.tcp[o].queue.keys().next().copied().unwrap_or(u64::MAX);
                 if ack_off > first_queued as i64 && first_queued > s.tcp[o].next {
                     declare_gap(s, dir.other(), first_queued, sink);
-                    delivered |= drain(s, dir.other(), sink, self.cfg.compare_window);
+                    delivered |= drain(
+                        s,
+                        dir.other(),
+                        sink,
+                        self.cfg.compare_window,
+                        self.keep_bytes,
+                    );
                 }
             }
         }
@@ -615,7 +624,11 @@ impl Reassembler {
                         if off == next && s.tcp[d].queue.is_empty() {
                             let h = &mut s.halves[d];
                             let from = h.end();
-                            h.append(payload, inp.frame, inp.ts_ns, inp.constituents);
+                            if self.keep_bytes {
+                                h.append(payload, inp.frame, inp.ts_ns, inp.constituents);
+                            } else {
+                                h.skip(payload.len());
+                            }
                             s.tcp[d].next = h.end().0;
                             s.stats[d].delivered_bytes += payload.len() as u64;
                             let to = s.halves[d].end();
@@ -628,13 +641,14 @@ impl Reassembler {
                                 s.stats[d].out_of_order_packets += 1;
                             }
                             enqueue(s, dir, off, payload, inp, policy, &mut self.scratch);
-                            delivered |= drain(s, dir, sink, self.cfg.compare_window);
+                            delivered |=
+                                drain(s, dir, sink, self.cfg.compare_window, self.keep_bytes);
                             if s.tcp[d].queued > self.cfg.max_queued_bytes {
                                 self.stats.queue_overflows += 1;
                                 s.cut.get_or_insert(CutReason::OutOfOrderLimit);
                                 if let Some(&first) = s.tcp[d].queue.keys().next() {
                                     declare_gap(s, dir, first, sink);
-                                    drain(s, dir, sink, self.cfg.compare_window);
+                                    drain(s, dir, sink, self.cfg.compare_window, self.keep_bytes);
                                 }
                             }
                         }
@@ -814,7 +828,7 @@ fn enqueue(
 
 /// Delivers queued segments that are now contiguous, one data callback per segment (as
 /// tshark's follow reports them); true if any was.
-fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize) -> bool {
+fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize, keep: bool) -> bool {
     let d = dir.index();
     let mut any = false;
     loop {
@@ -834,7 +848,11 @@ fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize) -> 
         }
         let data = &seg.data[skip..];
         let from = s.halves[d].end();
-        s.halves[d].append(data, seg.frame, seg.ts_ns, seg.constituents.as_deref());
+        if keep {
+            s.halves[d].append(data, seg.frame, seg.ts_ns, seg.constituents.as_deref());
+        } else {
+            s.halves[d].skip(data.len());
+        }
         s.stats[d].delivered_bytes += data.len() as u64;
         let to = s.halves[d].end();
         s.tcp[d].next = to.0;
@@ -869,7 +887,7 @@ fn flush(s: &mut Stream, sink: &mut dyn Subscriber) {
     for dir in Dir::BOTH {
         while let Some(&first) = s.tcp[dir.index()].queue.keys().next() {
             declare_gap(s, dir, first, sink);
-            drain(s, dir, sink, 0);
+            drain(s, dir, sink, 0, true);
         }
     }
 }

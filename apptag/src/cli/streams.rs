@@ -113,6 +113,9 @@ pub struct Collect {
 }
 
 impl Subscriber for Collect {
+    fn wants_bytes(&self) -> bool {
+        false
+    }
     fn closed(&mut self, s: &Stream) {
         self.streams.push(s.summary());
     }

@@ -373,7 +373,6 @@ fn generate(big: &Path, prefix: &Path, size: u64, prefix_size: u64) -> Result<Ge
         if flows.len() < ACTIVE {
             flows.push(new_flow(&mut rng, next_flow));
             next_flow += 1;
-            out.g.tcp_streams += 1;
         }
         // Now and then a fragmented UDP datagram (DNS over UDP with EDNS, NFS...).
         if rng.chance(150) {
@@ -434,6 +433,7 @@ fn step(fl: &mut Flow, rng: &mut Rng, pattern: &[u8], out: &mut Out) -> Result<b
     (|| -> Result<bool> {
         match fl.phase {
             0 => {
+                out.g.tcp_streams += 1;
                 tcp_frame(&mut f, c, s, cp, sp, fl.cseq, 0, SYN, &[]);
                 out.frame = std::mem::take(&mut f);
                 out.emit()?;
