@@ -101,7 +101,15 @@ pub fn run(args: &[String]) -> Result<()> {
             );
         }
         rows.push((
-            "apptag streams --json".into(),
+            "apptag streams --json (bytes counted, not kept)".into(),
+            std::fs::metadata(file)?.len(),
+            packets,
+            m,
+        ));
+        // Every stream's bytes copied into its buffers, as a parser gets them (one printed).
+        let (m, _) = measure(&[&apptag, "follow", &f, "0", "--raw"])?;
+        rows.push((
+            "apptag follow N --raw (every stream's bytes kept)".into(),
             std::fs::metadata(file)?.len(),
             packets,
             m,
