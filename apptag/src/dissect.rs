@@ -7,11 +7,38 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::model::{Direction, proto};
+use crate::{
+    bytes::{be16, be32},
+    model::{Direction, proto},
+};
 
 /// An address in canonical (IPv4-mapped) 16-byte form.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Addr(pub [u8; 16]);
+
+// Flow tables hash and order addresses for every packet: as one 128-bit word, that is two
+// multiplications of FxHash and one comparison, where the derived impls would go through
+// a length-prefixed byte slice. Big-endian, so the order is the bytes' lexicographic one.
+impl std::hash::Hash for Addr {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
+
+impl Ord for Addr {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        u128::from_be_bytes(self.0).cmp(&u128::from_be_bytes(other.0))
+    }
+}
+
+impl PartialOrd for Addr {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Addr {
     pub const UNSPECIFIED: Addr = Addr([0; 16]);
@@ -101,7 +128,12 @@ impl FiveTuple {
     /// tuple is in that order (its source is the lower end).
     #[inline]
     pub fn canonical(&self) -> (FiveTuple, bool) {
-        if (self.src, self.src_port) <= (self.dst, self.dst_port) {
+        // Addresses as 128-bit words: one comparison each, in the order of `Addr`.
+        let (s, d) = (
+            u128::from_be_bytes(self.src.0),
+            u128::from_be_bytes(self.dst.0),
+        );
+        if s < d || (s == d && self.src_port <= self.dst_port) {
             (*self, true)
         } else {
             (self.reversed(), false)
@@ -250,7 +282,7 @@ impl Default for Dissected<'_> {
     }
 }
 
-impl Dissected<'_> {
+impl<'a> Dissected<'a> {
     pub fn is_ip(&self) -> bool {
         matches!(self.network, Network::Ipv4 | Network::Ipv6)
     }
@@ -267,6 +299,27 @@ impl Dissected<'_> {
         }
     }
 
+    /// The 5-tuple of an IP packet; `None` when the frame is not IP. Runs on every packet
+    /// of the live sensor: nothing is allocated.
+    #[inline]
+    pub fn ip_five_tuple(&self) -> Option<FiveTuple> {
+        self.is_ip().then(|| self.five_tuple())
+    }
+
+    /// The datagram quoted in an ICMP or ICMPv6 error (destination unreachable, time
+    /// exceeded, parameter problem, packet too big), dissected: its header names the
+    /// flow, and its sender the local socket, that the error is about. `None` for other
+    /// packets, informational ICMP (echo...) included.
+    pub fn icmp_error_quote(&self) -> Option<Dissected<'a>> {
+        let (kind, _) = self.icmp?;
+        let error = match self.protocol {
+            proto::ICMP => matches!(kind, 3 | 11 | 12),
+            proto::ICMPV6 => matches!(kind, 1..=4),
+            _ => false,
+        };
+        error.then(|| dissect(linktype::RAW, self.payload))
+    }
+
     /// Whether the transport header (and so the ports) was read.
     pub fn has_ports(&self) -> bool {
         matches!(
@@ -274,16 +327,6 @@ impl Dissected<'_> {
             proto::TCP | proto::UDP | proto::UDPLITE | proto::SCTP
         ) && !matches!(self.fragment, Fragment::Later { .. })
     }
-}
-
-#[inline(always)]
-fn be16(d: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(d.get(off..off + 2)?.try_into().ok()?))
-}
-
-#[inline(always)]
-fn be32(d: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(d.get(off..off + 4)?.try_into().ok()?))
 }
 
 /// Dissects one captured frame of link type `linktype`.
@@ -629,6 +672,77 @@ mod tests {
             f.extend(ipv4_udp(0, b""));
             assert_eq!(dissect(linktype::NULL, &f).network, Network::Ipv4);
         }
+    }
+
+    #[test]
+    fn icmp_port_unreachable_quotes_the_udp_sender() {
+        // Outer IPv4/ICMP type 3 quoting IPv4/UDP 127.0.0.1:4000 -> 127.0.0.9:53.
+        let mut inner = vec![0u8; 28];
+        inner[0] = 0x45;
+        inner[9] = 17;
+        inner[12..16].copy_from_slice(&[127, 0, 0, 1]);
+        inner[16..20].copy_from_slice(&[127, 0, 0, 9]);
+        inner[20..22].copy_from_slice(&4000u16.to_be_bytes());
+        inner[22..24].copy_from_slice(&53u16.to_be_bytes());
+        let mut outer = vec![0u8; 20 + 8];
+        outer[0] = 0x45;
+        outer[9] = 1;
+        outer[20] = 3;
+        outer.extend_from_slice(&inner);
+        let d = dissect(linktype::RAW, &outer);
+        let q = d.icmp_error_quote().and_then(|q| q.ip_five_tuple());
+        let q = q.expect("quoted datagram");
+        assert_eq!((q.src_port, q.dst_port, q.protocol), (4000, 53, 17));
+        assert_eq!(q.src, Addr::from_v4([127, 0, 0, 1]));
+        // An echo request quotes nothing.
+        outer[20] = 8;
+        assert!(dissect(linktype::RAW, &outer).icmp_error_quote().is_none());
+    }
+
+    #[test]
+    fn ip_five_tuple_of_udp_in_ethernet_and_of_a_short_frame() {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[14 + 9] = 17;
+        f[14 + 12..14 + 16].copy_from_slice(&[127, 0, 0, 1]);
+        f[14 + 16..14 + 20].copy_from_slice(&[127, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        let e = dissect(linktype::ETHERNET, &f).ip_five_tuple().unwrap();
+        assert_eq!((e.src_port, e.dst_port, e.protocol), (1234, 53, 17));
+        assert_eq!(e.dst.to_string(), "127.0.0.2");
+        assert!(
+            dissect(linktype::ETHERNET, &f[..20])
+                .ip_five_tuple()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn addr_order_is_the_byte_order() {
+        let a = [
+            Addr::from_v4([10, 0, 0, 1]),
+            Addr::from_v4([9, 255, 255, 255]),
+        ];
+        assert!(a[1] < a[0]);
+        assert!(Addr([0; 16]) < Addr::from_v4([0; 4]));
+        let mut hi = [0u8; 16];
+        hi[0] = 1;
+        let mut lo = [0xffu8; 16];
+        lo[0] = 0;
+        assert!(Addr(lo) < Addr(hi));
+        assert_eq!(Addr(lo).cmp(&Addr(lo)), std::cmp::Ordering::Equal);
+    }
+
+    #[test]
+    fn mapped_v6_equals_v4() {
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(
+            Addr::from_ip(IpAddr::V6(mapped)),
+            Addr::from_ip(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)))
+        );
+        assert!(Addr::from_v4([0; 4]).is_unspecified());
     }
 
     #[test]

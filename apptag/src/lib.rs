@@ -9,9 +9,12 @@
 //! - [`report`]: read -> dissect -> aggregate per application -> render.
 
 pub mod analysis;
+pub mod bytes;
 pub mod dissect;
 pub mod model;
 pub mod pcapng;
+pub mod privileges;
 pub mod report;
 pub mod sensor;
 pub mod sys;
+pub mod units;

@@ -30,6 +30,10 @@ pub const DEB_PACKAGES: &[&str] = &[
     "time",
     // `cargo xtask bench analysis` measures tcpflow beside apptag's reassembly.
     "tcpflow",
+    // `systemd-analyze verify` checks contrib/systemd/apptag.service; setpriv (util-linux)
+    // runs its ExecStart as the unit's user and capabilities in the sensor tests.
+    "systemd",
+    "util-linux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::block::{BlockBuilder, Cursor};
 use super::{APPTAG_PEN, MAX_APP_BLOCK_LEN, PcapngError, block_type};
-use crate::model::{AppRecord, Provenance, SocketRecord};
+use crate::{
+    dissect::{Addr, FiveTuple},
+    model::{AppRecord, Provenance, SocketRecord},
+};
 
 /// First four bytes of the block data after the PEN.
 pub const MAGIC: [u8; 4] = *b"ATAG";
@@ -414,7 +417,8 @@ impl AppKey {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum SockKey {
     Cookie(u64),
-    Tuple(u8, IpAddr, u16, IpAddr, u16, u32),
+    /// The socket's 5-tuple (source = its local end) and pid.
+    Tuple(FiveTuple, u32),
 }
 
 impl SockKey {
@@ -422,14 +426,14 @@ impl SockKey {
         if s.cookie != 0 {
             SockKey::Cookie(s.cookie)
         } else {
-            SockKey::Tuple(
-                s.protocol,
-                s.local_addr,
-                s.local_port,
-                s.remote_addr,
-                s.remote_port,
-                s.pid,
-            )
+            let t = FiveTuple {
+                src: Addr::from_ip(s.local_addr),
+                dst: Addr::from_ip(s.remote_addr),
+                src_port: s.local_port,
+                dst_port: s.remote_port,
+                protocol: s.protocol,
+            };
+            SockKey::Tuple(t, s.pid)
         }
     }
 }

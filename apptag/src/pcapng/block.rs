@@ -1,6 +1,7 @@
 //! Byte-level helpers shared by the writer and the reader: building a block in a buffer and
 //! reading fields with bounds checks.
 use super::PcapngError;
+use crate::bytes;
 
 /// Bytes to add after `len` bytes to reach a 4-byte boundary.
 pub(crate) const fn pad4(len: usize) -> usize {
@@ -145,35 +146,20 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1, what)?[0])
     }
 
+    // `take` has checked the length, so the reads below cannot come up short.
     pub fn u16(&mut self, what: &str) -> Result<u16, PcapngError> {
         let b = self.take(2, what)?;
-        let a = [b[0], b[1]];
-        Ok(if self.big_endian {
-            u16::from_be_bytes(a)
-        } else {
-            u16::from_le_bytes(a)
-        })
+        Ok(bytes::u16_at(b, 0, self.big_endian).unwrap_or(0))
     }
 
     pub fn u32(&mut self, what: &str) -> Result<u32, PcapngError> {
         let b = self.take(4, what)?;
-        let a = [b[0], b[1], b[2], b[3]];
-        Ok(if self.big_endian {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        })
+        Ok(bytes::u32_at(b, 0, self.big_endian).unwrap_or(0))
     }
 
     pub fn u64(&mut self, what: &str) -> Result<u64, PcapngError> {
         let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(if self.big_endian {
-            u64::from_be_bytes(a)
-        } else {
-            u64::from_le_bytes(a)
-        })
+        Ok(bytes::u64_at(b, 0, self.big_endian).unwrap_or(0))
     }
 
     /// Iterates the options that follow the current position: (code, value, offset).

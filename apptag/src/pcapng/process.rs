@@ -2,7 +2,7 @@
 //! Wireshark's PEN whose data is always little-endian (see docs/FORMAT.md).
 use super::block::{BlockBuilder, Cursor};
 use super::{PcapngError, WIRESHARK_PEN, block_type};
-use crate::model::ProcessInfo;
+use crate::{bytes, model::ProcessInfo};
 
 /// `entry_type` of a process-information entry.
 pub const ENTRY_PROCESS: u32 = 3;
@@ -86,10 +86,11 @@ pub(crate) fn decode(data: &[u8], offset: u64) -> Result<Option<ProcessInfo>, Pc
     Ok(Some(p))
 }
 
+/// An option value that is exactly one little-endian integer.
 fn le_u32(v: &[u8]) -> Option<u32> {
-    Some(u32::from_le_bytes(v.try_into().ok()?))
+    bytes::le32(v, 0).filter(|_| v.len() == 4)
 }
 
 fn le_u64(v: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(v.try_into().ok()?))
+    bytes::le64(v, 0).filter(|_| v.len() == 8)
 }

@@ -10,6 +10,7 @@ use super::block::Cursor;
 use super::{
     APPTAG_PEN, BYTE_ORDER_MAGIC, PcapngError, WIRESHARK_PEN, apprecord, block_type, process,
 };
+use crate::bytes;
 use crate::model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, ProcessInfo};
 
 /// One block of the file, decoded.
@@ -141,18 +142,6 @@ impl<'a> Reader<'a> {
         self.big_endian
     }
 
-    fn u32_at(&self, at: usize) -> u32 {
-        let mut a = [0u8; 4];
-        if let Some(b) = self.data.get(at..at + 4) {
-            a.copy_from_slice(b);
-        }
-        if self.big_endian {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        }
-    }
-
     /// The next block, `None` at the end of the data or after a structural error.
     pub fn next_record(&mut self) -> Option<Result<Record<'a>, PcapngError>> {
         if self.done || self.pos >= self.data.len() {
@@ -175,15 +164,12 @@ impl<'a> Reader<'a> {
                 },
             );
         }
-        let mut raw_type = [0u8; 4];
-        raw_type.copy_from_slice(&self.data[off..off + 4]);
-        let is_shb = u32::from_le_bytes(raw_type) == block_type::SECTION_HEADER;
+        let is_shb = bytes::le32(self.data, off) == Some(block_type::SECTION_HEADER);
         if is_shb {
-            let mut m = [0u8; 4];
-            m.copy_from_slice(&self.data[off + 8..off + 12]);
-            if u32::from_le_bytes(m) == BYTE_ORDER_MAGIC {
+            let m = self.data.get(off + 8..off + 12).unwrap_or(&[]);
+            if bytes::le32(m, 0) == Some(BYTE_ORDER_MAGIC) {
                 self.big_endian = false;
-            } else if u32::from_be_bytes(m) == BYTE_ORDER_MAGIC {
+            } else if bytes::be32(m, 0) == Some(BYTE_ORDER_MAGIC) {
                 self.big_endian = true;
             } else {
                 return fatal(
@@ -198,8 +184,8 @@ impl<'a> Reader<'a> {
                 );
             }
         }
-        let btype = self.u32_at(off);
-        let len = self.u32_at(off + 4) as usize;
+        let btype = self.rd32(self.data, off);
+        let len = self.rd32(self.data, off + 4) as usize;
         if len < 12 || !len.is_multiple_of(4) {
             return fatal(
                 self,
@@ -223,7 +209,7 @@ impl<'a> Reader<'a> {
                 },
             );
         }
-        let trailer = self.u32_at(off + len - 4) as usize;
+        let trailer = self.rd32(self.data, off + len - 4) as usize;
         if trailer != len {
             return fatal(
                 self,
@@ -304,13 +290,7 @@ impl<'a> Reader<'a> {
                     info.filter = Some(String::from_utf8_lossy(&v[1..]).into_owned())
                 }
                 14 if v.len() == 8 => {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(v);
-                    let secs = if self.big_endian {
-                        i64::from_be_bytes(a)
-                    } else {
-                        i64::from_le_bytes(a)
-                    };
+                    let secs = self.rd64(v, 0) as i64;
                     time.offset_ns = i128::from(secs) * 1_000_000_000;
                 }
                 _ => {}
@@ -333,26 +313,22 @@ impl<'a> Reader<'a> {
             })
     }
 
-    // rd32/rd16 index directly: every caller has checked the bounds first (the hot path
-    // cannot afford a Result per field). The property tests feed random bytes through them.
-    #[inline]
-    fn rd32(&self, b: &[u8], at: usize) -> u32 {
-        let a = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if self.big_endian {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        }
+    // Fields in the section's byte order. Every caller has checked the bounds first (the
+    // hot path cannot afford a Result per field), so a short read, which cannot happen,
+    // reads as 0 rather than panicking.
+    #[inline(always)]
+    fn rd16(&self, b: &[u8], at: usize) -> u16 {
+        bytes::u16_at(b, at, self.big_endian).unwrap_or(0)
     }
 
-    #[inline]
-    fn rd16(&self, b: &[u8], at: usize) -> u16 {
-        let a = [b[at], b[at + 1]];
-        if self.big_endian {
-            u16::from_be_bytes(a)
-        } else {
-            u16::from_le_bytes(a)
-        }
+    #[inline(always)]
+    fn rd32(&self, b: &[u8], at: usize) -> u32 {
+        bytes::u32_at(b, at, self.big_endian).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn rd64(&self, b: &[u8], at: usize) -> u64 {
+        bytes::u64_at(b, at, self.big_endian).unwrap_or(0)
     }
 
     /// The hot path: fixed offsets, bounds checked once, no allocation.
@@ -417,18 +393,6 @@ impl<'a> Reader<'a> {
         Ok(Record::Packet(p))
     }
 
-    fn u32_of(&self, v: &[u8], at: usize) -> u32 {
-        let mut a = [0u8; 4];
-        if let Some(b) = v.get(at..at + 4) {
-            a.copy_from_slice(b);
-        }
-        if self.big_endian {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        }
-    }
-
     fn spb(&self, body: &'a [u8], off: u64) -> Result<Record<'a>, PcapngError> {
         let mut c = Cursor::new(body, off, self.big_endian);
         let orig_len = c.u32("original length")?;
@@ -476,7 +440,7 @@ impl<'a> Reader<'a> {
         for o in c.options() {
             let (code, v) = o?;
             if code == 2 && v.len() == 4 {
-                p.direction = Direction::from_epb_bits(self.u32_of(v, 0));
+                p.direction = Direction::from_epb_bits(self.rd32(v, 0));
             }
         }
         Ok(Record::Packet(p))
@@ -493,14 +457,8 @@ impl<'a> Reader<'a> {
             if v.len() != 8 {
                 continue;
             }
-            let hi_lo = (u64::from(self.u32_of(v, 0)) << 32) | u64::from(self.u32_of(v, 4));
-            let mut a = [0u8; 8];
-            a.copy_from_slice(v);
-            let n = if self.big_endian {
-                u64::from_be_bytes(a)
-            } else {
-                u64::from_le_bytes(a)
-            };
+            let hi_lo = (u64::from(self.rd32(v, 0)) << 32) | u64::from(self.rd32(v, 4));
+            let n = self.rd64(v, 0);
             match code {
                 2 => s.start_ns = time.ns(hi_lo),
                 3 => s.end_ns = time.ns(hi_lo),

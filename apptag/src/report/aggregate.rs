@@ -15,7 +15,7 @@ use crate::{
     analysis::defrag::{
         DatagramKey, DefragConfig, DefragOutcome, DefragStats, Defragmenter, DiscardReason, Dropped,
     },
-    dissect::{self, Dissected, Fragment},
+    dissect::{self, Addr, Dissected, FiveTuple, Fragment},
 };
 
 /// Why traffic could not be given to an application.
@@ -45,47 +45,6 @@ impl Reason {
         Reason::NotLocal,
         Reason::NoSocket,
     ];
-}
-
-/// A bidirectional 5-tuple, with its ends in a fixed order (lower address/port first) so
-/// both directions find the same flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    pub protocol: u8,
-    pub a: IpAddr,
-    pub a_port: u16,
-    pub b: IpAddr,
-    pub b_port: u16,
-}
-
-impl FlowKey {
-    /// The key and whether `src` is end `a`.
-    #[inline]
-    pub fn new(protocol: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> (Self, bool) {
-        if (src, sport) <= (dst, dport) {
-            (
-                Self {
-                    protocol,
-                    a: src,
-                    a_port: sport,
-                    b: dst,
-                    b_port: dport,
-                },
-                true,
-            )
-        } else {
-            (
-                Self {
-                    protocol,
-                    a: dst,
-                    a_port: dport,
-                    b: src,
-                    b_port: sport,
-                },
-                false,
-            )
-        }
-    }
 }
 
 /// Packet and byte counters, in and out.
@@ -133,7 +92,9 @@ const INSPECT_PACKETS: u8 = 6;
 /// Per-flow state.
 #[derive(Clone, Debug)]
 pub struct Flow {
-    pub key: FlowKey,
+    /// Both directions' key ([`FiveTuple::canonical`]): its source is end `a` (the lower
+    /// address and port), its destination end `b`.
+    pub key: FiveTuple,
     /// Whether end `a` sent the first packet seen (or the SYN).
     pub a_initiated: bool,
     /// Which end is this host's, when the capture told us (direction flags, cooked
@@ -164,7 +125,7 @@ impl Flow {
         if let Some(s) = self.service {
             return s.to_string();
         }
-        if let Some(s) = payload::by_port(self.key.protocol, self.key.a_port, self.key.b_port) {
+        if let Some(s) = payload::by_port(self.key.protocol, self.key.src_port, self.key.dst_port) {
             return s.to_string();
         }
         proto::name(self.key.protocol).to_string()
@@ -384,7 +345,7 @@ pub struct Aggregator {
     has_process_info: bool,
     attribution_start_ns: u64,
     pub flows: Vec<Flow>,
-    flow_index: FxHashMap<FlowKey, u32>,
+    flow_index: FxHashMap<FiveTuple, u32>,
     /// Fragments go through the defragmenter: each is counted to its datagram's flow when
     /// the datagram is complete, whichever fragment came first.
     defrag: Defragmenter,
@@ -829,10 +790,10 @@ impl Aggregator {
             self.account_line(line, 0, ts, len, false);
             return (line, 0);
         };
-        let src_is_a = if flow.key.a != flow.key.b {
-            flow.key.a == src
+        let src_is_a = if flow.key.src != flow.key.dst {
+            flow.key.src == Addr::from_ip(src)
         } else {
-            !d.has_ports() || d.src_port == flow.key.a_port
+            !d.has_ports() || d.src_port == flow.key.src_port
         };
         // Both ends on this host (loopback): the capture's flag says nothing about which end
         // is the tagged process; its sockets do. Untagged packets go to the sender's socket.
@@ -1101,7 +1062,14 @@ impl Aggregator {
     /// hosts' portless flow.
     #[inline]
     fn flow_for(&mut self, d: &Dissected, ts: u64) -> u32 {
-        let key_from_ports = |sp, dp| FlowKey::new(d.protocol, d.src, sp, d.dst, dp);
+        let key_from_ports = |src_port, dst_port| {
+            FiveTuple {
+                src_port,
+                dst_port,
+                ..d.five_tuple()
+            }
+            .canonical()
+        };
         let (key, src_is_a) = if d.has_ports() {
             key_from_ports(d.src_port, d.dst_port)
         } else {
@@ -1316,9 +1284,9 @@ mod tests {
         let flow = &agg.flows[0];
         for acc in &flow.accounts {
             let local_port = if acc.a_is_local == Some(true) {
-                flow.key.a_port
+                flow.key.src_port
             } else {
-                flow.key.b_port
+                flow.key.dst_port
             };
             let name = match &agg.lines[acc.line as usize].kind {
                 LineKind::App(a) => a.name.as_str(),

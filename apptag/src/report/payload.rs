@@ -1,7 +1,7 @@
 //! A light look at payloads: DNS (query name), HTTP (request/status line, Host header), TLS
 //! (ClientHello server name) and SSH banners, plus a well-known-port table for the rest.
 //! Only the bytes of one packet are examined; nothing is reassembled.
-use crate::model::proto;
+use crate::{bytes::be16, model::proto};
 
 /// What the payload showed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,11 +100,6 @@ pub fn port_name(protocol: u8, port: u16) -> Option<&'static str> {
         27017 if tcp => "mongodb",
         _ => return None,
     })
-}
-
-#[inline]
-fn be16(d: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(d.get(off..off + 2)?.try_into().ok()?))
 }
 
 /// The first question's name of a DNS message, if the header looks like DNS.

@@ -1,6 +1,9 @@
 //! Classic libpcap files (the format tcpdump writes): all four magics (µs/ns, either byte
 //! order), read in place from a byte slice without copying or allocating per packet.
-use crate::model::{Direction, Packet};
+use crate::{
+    bytes::{self, u32_at},
+    model::{Direction, Packet},
+};
 
 use super::ReportError;
 
@@ -30,19 +33,10 @@ pub struct Header {
 /// Whether `data` starts like a classic pcap file.
 pub fn sniff(data: &[u8]) -> bool {
     let Some(m) = data.get(..4) else { return false };
-    let le = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
-    let be = u32::from_be_bytes([m[0], m[1], m[2], m[3]]);
-    [MAGIC_US, MAGIC_NS].contains(&le) || [MAGIC_US, MAGIC_NS].contains(&be)
-}
-
-#[inline(always)]
-fn u32_at(data: &[u8], off: usize, big: bool) -> Option<u32> {
-    let b: [u8; 4] = data.get(off..off + 4)?.try_into().ok()?;
-    Some(if big {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
-    })
+    let (le, be) = (bytes::le32(m, 0), bytes::be32(m, 0));
+    [MAGIC_US, MAGIC_NS]
+        .iter()
+        .any(|&magic| le == Some(magic) || be == Some(magic))
 }
 
 pub fn parse_header(data: &[u8]) -> Result<Header, ReportError> {
@@ -123,7 +117,11 @@ impl<'a> PcapReader<'a> {
         }
         let off = self.pos;
         let big = self.header.big_endian;
-        let Some(hdr) = self.data.get(off..off + RECORD_HEADER_LEN) else {
+        let Some(hdr) = self
+            .data
+            .get(off..)
+            .and_then(<[u8]>::first_chunk::<RECORD_HEADER_LEN>)
+        else {
             self.failed = true;
             return Some(Err(ReportError::Truncated {
                 offset: off as u64,
@@ -133,14 +131,8 @@ impl<'a> PcapReader<'a> {
                 ),
             }));
         };
-        let field = |i: usize| {
-            let b = [hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]];
-            if big {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
+        // A fixed-size header: the compiler sees that every field is in it.
+        let field = |i: usize| u32_at(hdr, i, big).unwrap_or(0);
         let (sec, frac, incl, orig) = (field(0), field(4), field(8), field(12));
         if incl > MAX_RECORD_LEN {
             self.failed = true;

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::{analysis::defrag::DefragStats, model::proto};
+use crate::{analysis::defrag::DefragStats, model::proto, units::utc_time};
 
 use super::{
     aggregate::{Aggregator, Counters, LineId, LineKind, Series},
@@ -216,9 +216,9 @@ impl Report {
             let service = f.service_label();
             let remote_of = |account: &super::aggregate::Account| {
                 if account.a_is_local.unwrap_or(f.local_is_a()) {
-                    (f.key.b, f.key.b_port)
+                    (f.key.dst.to_ip(), f.key.dst_port)
                 } else {
-                    (f.key.a, f.key.a_port)
+                    (f.key.src.to_ip(), f.key.src_port)
                 }
             };
             for (k, account) in f.accounts.iter().enumerate() {
@@ -267,10 +267,10 @@ impl Report {
                 conversations.push(Conversation {
                     protocol: f.key.protocol,
                     transport: proto::name(f.key.protocol),
-                    a: f.key.a,
-                    a_port: f.key.a_port,
-                    b: f.key.b,
-                    b_port: f.key.b_port,
+                    a: f.key.src.to_ip(),
+                    a_port: f.key.src_port,
+                    b: f.key.dst.to_ip(),
+                    b_port: f.key.dst_port,
                     packets_a_to_b: f.packets[0],
                     bytes_a_to_b: f.bytes[0],
                     packets_b_to_a: f.packets[1],
@@ -378,8 +378,8 @@ impl Report {
                 remote_ports: a.ports.len() as u64,
                 first_ns: c.first_ns,
                 last_ns: c.last_ns,
-                first: format_time(c.first_ns),
-                last: format_time(c.last_ns),
+                first: utc_time(c.first_ns),
+                last: utc_time(c.last_ns),
                 protocols,
                 remotes,
                 names: a.names,
@@ -469,54 +469,5 @@ fn process_entry(agg: &Aggregator, pid: u32, c: &Counters) -> Process {
         bytes_out: c.bytes_out,
         first_ns: c.first_ns,
         last_ns: c.last_ns,
-    }
-}
-
-/// `2026-11-22 14:20:01.123456 UTC` (empty for 0).
-pub fn format_time(ns: u64) -> String {
-    if ns == 0 {
-        return String::new();
-    }
-    let secs = ns / 1_000_000_000;
-    let micros = (ns % 1_000_000_000) / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06} UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_format() {
-        assert_eq!(
-            format_time(1_700_000_000_123_456_789),
-            "2023-11-14 22:13:20.123456 UTC"
-        );
-        assert_eq!(
-            format_time(951_782_400_000_000_000),
-            "2000-02-29 00:00:00.000000 UTC"
-        );
     }
 }

@@ -22,11 +22,11 @@ use std::{
 
 use apptag_common::SockEvent;
 
-pub use flow::{Addr, PacketEnds, Tuple};
+pub use flow::{Addr, FiveTuple};
 pub use table::{SockInfo, SocketTable, Tag};
 
 use crate::{
-    model::{Direction, Provenance},
+    model::{Direction, Provenance, proto},
     sensor::probes::{EventStream, KernelStats, ProbeConfig, ProbeError, Probes, ProgramStatus},
     sys::BootClock,
 };
@@ -65,7 +65,7 @@ pub struct Attributor {
     fallback_rx: Receiver<Vec<(sockdiag::DiagSocket, Option<u32>)>>,
     fallback_pending: bool,
     /// Unknown flows already looked for, with when to look again.
-    tried: rustc_hash::FxHashMap<Tuple, u64>,
+    tried: rustc_hash::FxHashMap<FiveTuple, u64>,
     last_gc: Instant,
 }
 
@@ -166,19 +166,18 @@ impl Attributor {
 
     /// Tags one packet. A miss asks the fallback thread to rescan (at most one request in
     /// flight), so a later packet of the same flow is tagged.
-    pub fn tag(&mut self, ends: &PacketEnds, dir: Direction, ts_ns: u64) -> Option<Tag> {
+    pub fn tag(&mut self, ends: &FiveTuple, dir: Direction, ts_ns: u64) -> Option<Tag> {
         let t = self.table.lookup(ends, dir, ts_ns);
         if t.is_none() && is_local_candidate(ends) {
             // One scan per new unknown flow, not one per packet: a flood from a socketless
             // sender (AF_PACKET, another host) would otherwise keep the scanner busy.
-            let flow = ends.as_sender();
-            let retry_after = self.tried.get(&flow).copied();
+            let retry_after = self.tried.get(ends).copied();
             if retry_after.is_none_or(|t| ts_ns >= t) {
                 if self.tried.len() >= MAX_TRIED_FLOWS {
                     self.tried.clear();
                 }
                 self.tried
-                    .insert(flow, ts_ns.saturating_add(RETRY_UNKNOWN_FLOW_NS));
+                    .insert(*ends, ts_ns.saturating_add(RETRY_UNKNOWN_FLOW_NS));
                 self.request_scan();
             }
         }
@@ -247,8 +246,9 @@ fn event_loop(
 const EVENT_POLL: Duration = Duration::from_millis(2);
 
 /// Only TCP/UDP/UDPLite with ports can be found in socket tables.
-fn is_local_candidate(e: &PacketEnds) -> bool {
-    matches!(e.protocol, 6 | 17 | 136) && (e.src_port != 0 || e.dst_port != 0)
+fn is_local_candidate(e: &FiveTuple) -> bool {
+    matches!(e.protocol, proto::TCP | proto::UDP | proto::UDPLITE)
+        && (e.src_port != 0 || e.dst_port != 0)
 }
 
 fn scan(mode: Mode) -> Vec<(sockdiag::DiagSocket, Option<u32>)> {

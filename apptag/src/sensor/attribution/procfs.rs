@@ -1,7 +1,11 @@
 //! The kernel's socket tables as /proc/net/{tcp,udp,udplite}[6] list them: the method of
 //! the original design and of nethogs-like tools. It sees no socket cookie, so sockets are
 //! keyed by inode. Used by `--attribution procfs` (no eBPF at all) as the baseline.
-use super::{flow::Addr, sockdiag::DiagSocket};
+use super::{
+    flow::{Addr, FiveTuple},
+    sockdiag::DiagSocket,
+};
+use crate::model::proto;
 
 /// Pseudo-cookies for procfs sockets: inode with the top bit set, never a real cookie.
 pub const INODE_COOKIE_BIT: u64 = 1 << 63;
@@ -9,12 +13,12 @@ pub const INODE_COOKIE_BIT: u64 = 1 << 63;
 pub fn dump_all() -> Vec<DiagSocket> {
     let mut out = Vec::new();
     for (file, proto, v6) in [
-        ("tcp", 6u8, false),
-        ("tcp6", 6, true),
-        ("udp", 17, false),
-        ("udp6", 17, true),
-        ("udplite", 136, false),
-        ("udplite6", 136, true),
+        ("tcp", proto::TCP, false),
+        ("tcp6", proto::TCP, true),
+        ("udp", proto::UDP, false),
+        ("udp6", proto::UDP, true),
+        ("udplite", proto::UDPLITE, false),
+        ("udplite6", proto::UDPLITE, true),
     ] {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{file}")) {
             out.extend(
@@ -42,12 +46,14 @@ fn parse_line(line: &str, protocol: u8, v6: bool) -> Option<DiagSocket> {
         inode,
         uid,
         family: if v6 { 10 } else { 2 },
-        protocol,
         state,
-        local,
-        local_port,
-        remote,
-        remote_port,
+        tuple: FiveTuple {
+            src: local,
+            dst: remote,
+            src_port: local_port,
+            dst_port: remote_port,
+            protocol,
+        },
     })
 }
 
@@ -81,15 +87,15 @@ mod tests {
         let all = dump_all();
         let s = all
             .iter()
-            .find(|s| s.protocol == 6 && s.local_port == port)
+            .find(|s| s.tuple.protocol == 6 && s.tuple.src_port == port)
             .expect("listener in /proc/net/tcp");
-        assert_eq!(s.local.to_string(), "127.0.0.1");
-        assert_eq!(s.state, 10);
+        assert_eq!(s.tuple.src.to_string(), "127.0.0.1");
+        assert_eq!(s.state, apptag_common::TCP_LISTEN);
         // Oracle: sock_diag reports the same inode for it.
         let diag = super::super::sockdiag::dump_all().unwrap();
         let d = diag
             .iter()
-            .find(|d| d.protocol == 6 && d.local_port == port)
+            .find(|d| d.tuple.protocol == 6 && d.tuple.src_port == port)
             .unwrap();
         assert_eq!(d.inode, s.inode);
     }

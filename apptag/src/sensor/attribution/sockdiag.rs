@@ -4,7 +4,8 @@
 //! existed before apptag, and at run time for flows the probes did not report.
 use std::{io, mem::size_of};
 
-use super::flow::Addr;
+use super::flow::{Addr, FiveTuple};
+use crate::model::proto;
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -67,13 +68,11 @@ pub struct DiagSocket {
     pub inode: u64,
     pub uid: u32,
     pub family: u16,
-    pub protocol: u8,
     /// TCP state (1 established, 10 listen, ...); 7 (close) for unconnected UDP.
     pub state: u8,
-    pub local: Addr,
-    pub local_port: u16,
-    pub remote: Addr,
-    pub remote_port: u16,
+    /// Seen as the socket's sender: source = its local end. The remote end is
+    /// unspecified, port 0, until connected.
+    pub tuple: FiveTuple,
 }
 
 struct Fd(i32);
@@ -89,11 +88,11 @@ impl Drop for Fd {
 pub fn dump_all() -> io::Result<Vec<DiagSocket>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        for protocol in [libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8, 136u8] {
+        for protocol in [proto::TCP, proto::UDP, proto::UDPLITE] {
             match dump(family, protocol) {
                 Ok(mut v) => out.append(&mut v),
                 // UDPLite diag is a module that may be absent.
-                Err(e) if protocol == 136 => log::debug!("sock_diag udplite: {e}"),
+                Err(e) if protocol == proto::UDPLITE => log::debug!("sock_diag udplite: {e}"),
                 Err(e) => return Err(e),
             }
         }
@@ -192,12 +191,14 @@ fn convert(m: &InetDiagMsg, protocol: u8) -> DiagSocket {
         inode: u64::from(m.inode),
         uid: m.uid,
         family: fam,
-        protocol,
         state: m.state,
-        local: Addr::from_kernel(fam, &m.id.src),
-        local_port: u16::from_be_bytes(m.id.sport),
-        remote: Addr::from_kernel(fam, &m.id.dst),
-        remote_port: u16::from_be_bytes(m.id.dport),
+        tuple: FiveTuple {
+            src: Addr::from_kernel(fam, &m.id.src),
+            dst: Addr::from_kernel(fam, &m.id.dst),
+            src_port: u16::from_be_bytes(m.id.sport),
+            dst_port: u16::from_be_bytes(m.id.dport),
+            protocol,
+        },
     }
 }
 
@@ -214,10 +215,10 @@ mod tests {
         let all = dump_all().expect("sock_diag dump");
         let tcp = all
             .iter()
-            .find(|s| s.protocol == 6 && s.local_port == port)
+            .find(|s| s.tuple.protocol == 6 && s.tuple.src_port == port)
             .expect("listener in sock_diag");
-        assert_eq!(tcp.state, 10, "listening");
-        assert_eq!(tcp.local.to_string(), "127.0.0.1");
+        assert_eq!(tcp.state, apptag_common::TCP_LISTEN, "listening");
+        assert_eq!(tcp.tuple.src.to_string(), "127.0.0.1");
         assert_ne!(tcp.cookie, 0);
         // Oracle: /proc/net/tcp lists the same inode for the same port.
         let proc_net = std::fs::read_to_string("/proc/net/tcp").unwrap();
@@ -229,8 +230,9 @@ mod tests {
         let inode: u64 = line.split_whitespace().nth(9).unwrap().parse().unwrap();
         assert_eq!(tcp.inode, inode);
         assert!(
-            all.iter()
-                .any(|s| s.protocol == 17 && s.local_port == uport && !s.local.is_v4())
+            all.iter().any(|s| s.tuple.protocol == 17
+                && s.tuple.src_port == uport
+                && !s.tuple.src.is_v4())
         );
     }
 }
