@@ -224,3 +224,52 @@ fn crafted_reordering_gaps_and_duplicates_follow_as_tshark() {
         );
     }
 }
+
+/// On a file without apptag's process information, `apptag streams` says so, and lists
+/// the streams tshark lists with tshark's ends and packet counts.
+#[test]
+fn streams_on_an_untagged_file_say_no_process_information() {
+    let bin = env!("CARGO_BIN_EXE_apptag");
+    let path = captures()
+        .into_iter()
+        .find(|p| p.ends_with("pop3-pop3.pcap"))
+        .unwrap();
+    let table = Command::new(bin)
+        .arg("streams")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("# no process information"), "{text}");
+    let json = Command::new(bin)
+        .arg("streams")
+        .arg(&path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["process_information"], false);
+    // Per stream, packets both ways as tshark counts them for that tcp.stream.
+    let fields = Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args(["-T", "fields", "-e", "tcp.stream"])
+        .output()
+        .unwrap();
+    let mut theirs = std::collections::BTreeMap::<u64, u64>::new();
+    for l in String::from_utf8_lossy(&fields.stdout).lines() {
+        if let Ok(n) = l.trim().parse() {
+            *theirs.entry(n).or_default() += 1;
+        }
+    }
+    let mut ours = std::collections::BTreeMap::<u64, u64>::new();
+    for st in doc["streams"].as_array().unwrap() {
+        assert!(st["app"].is_null());
+        let n = st["stream"]["number"].as_u64().unwrap();
+        let p = st["directions"][0]["packets"].as_u64().unwrap()
+            + st["directions"][1]["packets"].as_u64().unwrap();
+        ours.insert(n, p);
+    }
+    assert_eq!(ours, theirs, "packets per stream");
+}

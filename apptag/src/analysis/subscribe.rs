@@ -133,8 +133,10 @@ pub trait Subscriber {
     /// `range` of `dir` is missing from the capture: the bytes will never come.
     fn gap(&mut self, _s: &Stream, _dir: Dir, _range: Range<Position>) {}
 
-    /// The stream ended: both FINs, a RST, the timeout, or the end of the file
-    /// (`s.state` says which). Called once per stream.
+    /// The stream is done, with its final counters: called once per stream when it is
+    /// retired (idle for the timeout, a new connection on its 5-tuple, or the end of the
+    /// input). `s.state` says how it ended: closed (both FINs), reset, timed-out or
+    /// unfinished. The packet that closed it entered [`State::Closed`] when it came.
     fn closed(&mut self, _s: &Stream) {}
 }
 

@@ -687,14 +687,10 @@ impl Reassembler {
         if closed_now {
             Self::event(states, sink, inp, State::Closed, s);
         }
+        // `closed` is called when the stream is retired (timeout, a new connection on the
+        // 5-tuple, end of input), with its final counters: packets after the FIN or RST
+        // (the last ACK, retransmissions) still belong to it, as in tshark.
         let after = s.memory();
-        if closed_now
-            && let Some(s) = self.slots.get_mut(i as usize).and_then(Option::as_mut)
-            && !s.closed_reported
-        {
-            s.closed_reported = true;
-            sink.closed(s);
-        }
         self.memory = (self.memory + after).saturating_sub(before);
         self.stats.peak_memory = self.stats.peak_memory.max(self.memory);
     }
