@@ -572,7 +572,15 @@ fn transport<'a>(l4: &'a [u8], d: &mut Dissected<'a>) {
             d.src_port = sp;
             d.dst_port = dp;
             let hl = if d.protocol == proto::SCTP { 12 } else { 8 };
-            d.payload = l4.get(hl..).unwrap_or(&[]);
+            // UDP's own length bounds the payload when it is shorter than the IP datagram
+            // (bytes after it are not the application's; tshark does the same).
+            let end = match be16(l4, 4) {
+                Some(ul) if d.protocol == proto::UDP && usize::from(ul) >= 8 => {
+                    usize::from(ul).min(l4.len())
+                }
+                _ => l4.len(),
+            };
+            d.payload = l4.get(hl..end).unwrap_or(&[]);
         }
         proto::ICMP | proto::ICMPV6 => {
             if let (Some(&t), Some(&c)) = (l4.first(), l4.get(1)) {

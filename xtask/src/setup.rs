@@ -28,6 +28,8 @@ pub const DEB_PACKAGES: &[&str] = &[
     // GNU time.
     "fonts-dejavu-core",
     "time",
+    // `cargo xtask bench analysis` measures tcpflow beside apptag's reassembly.
+    "tcpflow",
     // `systemd-analyze verify` checks contrib/systemd/apptag.service; setpriv (util-linux)
     // runs its ExecStart as the unit's user and capabilities in the sensor tests.
     "systemd",

@@ -70,6 +70,10 @@ impl Span {
     }
 }
 
+/// A run's dead head is cut off once it is this long (and the bigger part): a reader that
+/// keeps a small window costs a copy of that window per this many bytes, not per segment.
+const DRAIN_AT: usize = 16 << 10;
+
 /// Bytes between two gaps.
 #[derive(Debug)]
 struct Run {
@@ -244,7 +248,7 @@ impl HalfStream {
                 let cut = p.saturating_sub(r.start) as usize;
                 // Moving the tail costs its length: do it only once the dead head is the
                 // bigger part, so the copies amortise to O(1) per byte.
-                if cut > 4096 && cut * 2 >= r.data.len() {
+                if cut >= DRAIN_AT && cut * 2 >= r.data.len() {
                     r.data.drain(..cut);
                     r.start += cut as u64;
                     self.buffered -= cut;
@@ -294,6 +298,13 @@ impl HalfStream {
         });
         self.end += data.len() as u64;
         self.buffered += data.len();
+    }
+
+    /// Delivers `len` bytes without keeping them (no subscriber reads bytes).
+    #[inline]
+    pub(crate) fn skip(&mut self, len: usize) {
+        self.end += len as u64;
+        self.released = self.end;
     }
 
     /// Marks `len` bytes as missing: the capture never had them.
@@ -673,7 +684,7 @@ mod tests {
             h.append(&chunk, i, i, None);
             // A reader that keeps up: everything but the last 10 bytes read.
             h.release(Position(h.end().0 - 10));
-            assert!(h.buffered() <= 2 * 4096 + 1000, "{}", h.buffered());
+            assert!(h.buffered() <= 2 * DRAIN_AT + 1000, "{}", h.buffered());
         }
         assert_eq!(h.byte_at(Position(99_995)).unwrap(), 7);
         assert!(matches!(

@@ -15,6 +15,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::apps::AppIndex;
+use super::defrag::{DefragConfig, DefragOutcome, DefragStats, Defragmenter};
 use super::stream::{Dir, Position, Stream};
 use super::tcp::{Input, Reassembler, ReassemblyConfig, ReassemblyStats, transport_of};
 use crate::dissect::{self, Dissected, Fragment};
@@ -110,6 +111,13 @@ pub trait Subscriber {
 
     fn packet(&mut self, _ev: &PacketEvent<'_, '_>) {}
 
+    /// Whether this subscriber reads stream bytes. When no subscriber does, reassembly
+    /// still orders segments, resolves overlaps and finds gaps, but delivered bytes are
+    /// not copied (and retransmissions are not compared with them).
+    fn wants_bytes(&self) -> bool {
+        true
+    }
+
     /// A new stream (its first packet).
     fn opened(&mut self, _s: &Stream) {}
 
@@ -125,8 +133,10 @@ pub trait Subscriber {
     /// `range` of `dir` is missing from the capture: the bytes will never come.
     fn gap(&mut self, _s: &Stream, _dir: Dir, _range: Range<Position>) {}
 
-    /// The stream ended: both FINs, a RST, the timeout, or the end of the file
-    /// (`s.state` says which). Called once per stream.
+    /// The stream is done, with its final counters: called once per stream when it is
+    /// retired (idle for the timeout, a new connection on its 5-tuple, or the end of the
+    /// input). `s.state` says how it ended: closed (both FINs), reset, timed-out or
+    /// unfinished. The packet that closed it entered [`State::Closed`] when it came.
     fn closed(&mut self, _s: &Stream) {}
 }
 
@@ -137,6 +147,9 @@ pub struct Fanout<'a>(pub Vec<&'a mut dyn Subscriber>);
 impl Subscriber for Fanout<'_> {
     fn states(&self) -> States {
         self.0.iter().fold(States::NONE, |a, s| a.union(s.states()))
+    }
+    fn wants_bytes(&self) -> bool {
+        self.0.iter().any(|s| s.wants_bytes())
     }
     fn packet(&mut self, ev: &PacketEvent<'_, '_>) {
         for s in &mut self.0 {
@@ -180,6 +193,7 @@ pub enum AnalysisError {
 /// How to analyse.
 #[derive(Clone, Debug, Default)]
 pub struct AnalysisConfig {
+    pub defrag: DefragConfig,
     pub reassembly: ReassemblyConfig,
 }
 
@@ -193,6 +207,7 @@ pub struct Summary {
     pub non_ip: u64,
     /// IP fragments seen.
     pub fragments: u64,
+    pub defrag: DefragStats,
     /// Whether the file carries apptag's process information.
     pub tagged: bool,
     pub reassembly: ReassemblyStats,
@@ -251,6 +266,8 @@ fn run(
     };
     let states = sub.states();
     let mut reasm = Reassembler::new(cfg.reassembly.clone(), apps, states);
+    reasm.keep_bytes = sub.wants_bytes();
+    let mut defrag = Defragmenter::new(cfg.defrag.clone());
     let mut linktypes: Vec<u16> = Vec::new();
     let mut frame = 0u64;
     let total = data.len() as u64;
@@ -282,8 +299,50 @@ fn run(
                     summary.non_ip += 1;
                 } else if d.fragment != Fragment::Whole {
                     summary.fragments += 1;
-                    if states.contains(State::Fragment) {
-                        sub.packet(&ev(State::Fragment));
+                    match defrag.push(frame, p.ts_ns, &d) {
+                        DefragOutcome::Held => {
+                            if states.contains(State::Fragment) {
+                                sub.packet(&ev(State::Fragment));
+                            }
+                        }
+                        DefragOutcome::Discarded(r) => {
+                            if states.contains(State::Discarded) {
+                                sub.packet(&PacketEvent {
+                                    reason: Some(r.as_str()),
+                                    ..ev(State::Discarded)
+                                });
+                            }
+                        }
+                        DefragOutcome::Reassembled {
+                            datagram,
+                            constituents,
+                            last_ts_ns,
+                        } => {
+                            if states.contains(State::Fragment) {
+                                sub.packet(&ev(State::Fragment));
+                            }
+                            let whole = dissect::dissect(dissect::linktype::RAW, datagram);
+                            if states.contains(State::Reassembled) {
+                                sub.packet(&PacketEvent {
+                                    ts_ns: last_ts_ns,
+                                    constituents,
+                                    packet: &whole,
+                                    ..ev(State::Reassembled)
+                                });
+                            }
+                            let inp = Input {
+                                frame,
+                                ts_ns: last_ts_ns,
+                                pid: p.pid,
+                                packet: &whole,
+                                constituents: Some(constituents),
+                            };
+                            transport(&mut reasm, &inp, sub);
+                        }
+                    }
+                    // Fragments held before and dropped now (timeouts, limits).
+                    if states.contains(State::Discarded) {
+                        report_dropped(&defrag, sub);
                     }
                 } else {
                     let inp = Input {
@@ -293,11 +352,7 @@ fn run(
                         packet: &d,
                         constituents: None,
                     };
-                    match transport_of(&d) {
-                        Some(super::stream::Transport::Tcp) => reasm.tcp(&inp, sub),
-                        Some(super::stream::Transport::Udp) => reasm.udp(&inp, sub),
-                        None => {}
-                    }
+                    transport(&mut reasm, &inp, sub);
                 }
                 let off = records.offset();
                 if off >= next_release {
@@ -317,11 +372,42 @@ fn run(
             }
         }
     }
+    defrag.flush();
+    if states.contains(State::Discarded) {
+        report_dropped(&defrag, sub);
+    }
     reasm.finish(sub);
     if let Some(p) = progress.as_mut() {
         p(total, total);
     }
     summary.frames = frame;
     summary.reassembly = reasm.stats.clone();
+    summary.defrag = defrag.stats().clone();
     Ok(summary)
+}
+
+#[inline]
+fn transport(reasm: &mut Reassembler, inp: &Input, sub: &mut dyn Subscriber) {
+    match transport_of(inp.packet) {
+        Some(super::stream::Transport::Tcp) => reasm.tcp(inp, sub),
+        Some(super::stream::Transport::Udp) => reasm.udp(inp, sub),
+        None => {}
+    }
+}
+
+/// Tells subscribers of fragments the defragmenter dropped after holding them.
+fn report_dropped(defrag: &Defragmenter, sub: &mut dyn Subscriber) {
+    let none = Dissected::default();
+    for d in defrag.dropped() {
+        sub.packet(&PacketEvent {
+            frame: d.frame,
+            ts_ns: 0,
+            pid: 0,
+            state: State::Discarded,
+            reason: Some(d.reason.as_str()),
+            constituents: &[],
+            packet: &none,
+            stream: None,
+        });
+    }
 }

@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::apps::AppIndex;
+use super::prefix::PrefixMap;
 use super::stream::{CutReason, Dir, Position, Stream, StreamId, StreamState, Transport};
 use super::subscribe::{PacketEvent, State, States, Subscriber};
 use crate::dissect::{Dissected, FiveTuple};
@@ -113,7 +114,7 @@ pub struct ReassemblyConfig {
     /// The overlap policy for destinations without a more specific one.
     pub policy: OverlapPolicy,
     /// Per destination address: the most specific prefix wins.
-    pub per_destination: Vec<(crate::dissect::Addr, u8, OverlapPolicy)>,
+    pub per_destination: PrefixMap<OverlapPolicy>,
     /// Bytes delivered per direction before the stream is cut (0: no limit).
     pub depth: u64,
     /// Bytes queued out of order per direction before the hole is declared a gap.
@@ -133,7 +134,7 @@ impl Default for ReassemblyConfig {
     fn default() -> Self {
         Self {
             policy: OverlapPolicy::default(),
-            per_destination: Vec::new(),
+            per_destination: PrefixMap::new(),
             depth: 0,
             max_queued_bytes: 1 << 20,
             memcap: 1 << 30,
@@ -221,6 +222,8 @@ pub struct Reassembler {
     apps: Option<AppIndex>,
     /// Reused for payload bytes that must be copied (overlap resolution).
     scratch: Vec<u8>,
+    /// Whether delivered bytes are kept for subscribers (else only counted).
+    pub keep_bytes: bool,
 }
 
 /// One packet handed to reassembly.
@@ -248,6 +251,7 @@ impl Reassembler {
             stats: ReassemblyStats::default(),
             apps,
             scratch: Vec::new(),
+            keep_bytes: true,
         }
     }
 
@@ -260,14 +264,16 @@ impl Reassembler {
         self.table.len()
     }
 
+    #[inline]
     fn policy_for(&self, dst: &crate::dissect::Addr) -> OverlapPolicy {
-        let mut best: Option<(u8, OverlapPolicy)> = None;
-        for (net, len, p) in &self.cfg.per_destination {
-            if prefix_matches(net, *len, dst) && best.is_none_or(|(l, _)| *len > l) {
-                best = Some((*len, *p));
-            }
+        if self.cfg.per_destination.is_empty() {
+            return self.cfg.policy;
         }
-        best.map_or(self.cfg.policy, |(_, p)| p)
+        self.cfg
+            .per_destination
+            .lookup(*dst)
+            .copied()
+            .unwrap_or(self.cfg.policy)
     }
 
     /// Expires streams idle for longer than the timeout, at most every quarter timeout
@@ -545,7 +551,13 @@ impl Reassembler {
                 let first_queued = s.tcp[o].queue.keys().next().copied().unwrap_or(u64::MAX);
                 if ack_off > first_queued as i64 && first_queued > s.tcp[o].next {
                     declare_gap(s, dir.other(), first_queued, sink);
-                    delivered |= drain(s, dir.other(), sink, self.cfg.compare_window);
+                    delivered |= drain(
+                        s,
+                        dir.other(),
+                        sink,
+                        self.cfg.compare_window,
+                        self.keep_bytes,
+                    );
                 }
             }
         }
@@ -612,7 +624,11 @@ impl Reassembler {
                         if off == next && s.tcp[d].queue.is_empty() {
                             let h = &mut s.halves[d];
                             let from = h.end();
-                            h.append(payload, inp.frame, inp.ts_ns, inp.constituents);
+                            if self.keep_bytes {
+                                h.append(payload, inp.frame, inp.ts_ns, inp.constituents);
+                            } else {
+                                h.skip(payload.len());
+                            }
                             s.tcp[d].next = h.end().0;
                             s.stats[d].delivered_bytes += payload.len() as u64;
                             let to = s.halves[d].end();
@@ -625,13 +641,14 @@ impl Reassembler {
                                 s.stats[d].out_of_order_packets += 1;
                             }
                             enqueue(s, dir, off, payload, inp, policy, &mut self.scratch);
-                            delivered |= drain(s, dir, sink, self.cfg.compare_window);
+                            delivered |=
+                                drain(s, dir, sink, self.cfg.compare_window, self.keep_bytes);
                             if s.tcp[d].queued > self.cfg.max_queued_bytes {
                                 self.stats.queue_overflows += 1;
                                 s.cut.get_or_insert(CutReason::OutOfOrderLimit);
                                 if let Some(&first) = s.tcp[d].queue.keys().next() {
                                     declare_gap(s, dir, first, sink);
-                                    drain(s, dir, sink, self.cfg.compare_window);
+                                    drain(s, dir, sink, self.cfg.compare_window, self.keep_bytes);
                                 }
                             }
                         }
@@ -670,28 +687,12 @@ impl Reassembler {
         if closed_now {
             Self::event(states, sink, inp, State::Closed, s);
         }
+        // `closed` is called when the stream is retired (timeout, a new connection on the
+        // 5-tuple, end of input), with its final counters: packets after the FIN or RST
+        // (the last ACK, retransmissions) still belong to it, as in tshark.
         let after = s.memory();
-        if closed_now
-            && let Some(s) = self.slots.get_mut(i as usize).and_then(Option::as_mut)
-            && !s.closed_reported
-        {
-            s.closed_reported = true;
-            sink.closed(s);
-        }
         self.memory = (self.memory + after).saturating_sub(before);
         self.stats.peak_memory = self.stats.peak_memory.max(self.memory);
-    }
-}
-
-fn prefix_matches(net: &crate::dissect::Addr, len: u8, a: &crate::dissect::Addr) -> bool {
-    let len = usize::from(len.min(128));
-    let (full, rest) = (len / 8, len % 8);
-    if net.0[..full] != a.0[..full] {
-        return false;
-    }
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        net.0[full] & mask == a.0[full] & mask
     }
 }
 
@@ -821,10 +822,11 @@ fn enqueue(
     }
 }
 
-/// Delivers queued segments that are now contiguous; true if any was.
-fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize) -> bool {
+/// Delivers queued segments that are now contiguous, one data callback per segment (as
+/// tshark's follow reports them); true if any was.
+fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize, keep: bool) -> bool {
     let d = dir.index();
-    let from = s.halves[d].end();
+    let mut any = false;
     loop {
         let next = s.tcp[d].next;
         let Some(entry) = s.tcp[d].queue.first_entry() else {
@@ -841,18 +843,20 @@ fn drain(s: &mut Stream, dir: Dir, sink: &mut dyn Subscriber, window: usize) -> 
             continue;
         }
         let data = &seg.data[skip..];
-        s.halves[d].append(data, seg.frame, seg.ts_ns, seg.constituents.as_deref());
+        let from = s.halves[d].end();
+        if keep {
+            s.halves[d].append(data, seg.frame, seg.ts_ns, seg.constituents.as_deref());
+        } else {
+            s.halves[d].skip(data.len());
+        }
         s.stats[d].delivered_bytes += data.len() as u64;
-        s.tcp[d].next = s.halves[d].end().0;
-    }
-    let to = s.halves[d].end();
-    if to > from {
+        let to = s.halves[d].end();
+        s.tcp[d].next = to.0;
         let keep = sink.data(s, dir, from..to);
         release(s, dir, keep, window);
-        true
-    } else {
-        false
+        any = true;
     }
+    any
 }
 
 /// The bytes from `next` up to `until` will never come: mark them a gap.
@@ -879,7 +883,7 @@ fn flush(s: &mut Stream, sink: &mut dyn Subscriber) {
     for dir in Dir::BOTH {
         while let Some(&first) = s.tcp[dir.index()].queue.keys().next() {
             declare_gap(s, dir, first, sink);
-            drain(s, dir, sink, 0);
+            drain(s, dir, sink, 0, true);
         }
     }
 }

@@ -259,12 +259,23 @@ impl Subscriber for Printer<'_> {
     }
 
     fn gap(&mut self, s: &Stream, dir: Dir, range: Range<Position>) {
-        if self.chosen != Some(s.id) || !self.direction.wants(dir) || self.mode == Mode::Raw {
+        if self.chosen != Some(s.id) || !self.direction.wants(dir) || self.err.is_some() {
             return;
         }
         let n = range.start.distance_to(range.end);
+        // tshark's follow puts this text, NUL-terminated, in the stream where the bytes
+        // are missing; --raw prints it the same way.
+        let marker = format!("[{n} bytes missing in capture file]");
+        let r = match self.mode {
+            Mode::Raw => {
+                let mut b = marker.into_bytes();
+                b.push(0);
+                self.write(s, dir, &b)
+            }
+            _ => writeln!(self.out, "{marker}"),
+        };
         self.printed[dir.index()] += n;
-        if let Err(e) = writeln!(self.out, "[{n} bytes missing in capture file]") {
+        if let Err(e) = r {
             self.err.get_or_insert(e);
         }
     }
@@ -366,7 +377,7 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 }
 
 pub fn run(args: &FollowArgs) -> Result<()> {
-    let cfg = args.reassembly.config();
+    let cfg = args.reassembly.config()?;
     let mut progress = ProgressLine::new();
     let mut pf = |d, t| progress.update(d, t);
     if let Some(app) = &args.app {

@@ -40,15 +40,39 @@ pub struct ReassemblyArgs {
     /// Memory limit for all streams, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     pub memcap_mib: usize,
+    /// The TCP overlap policy for destinations in a prefix, e.g. 10.0.0.0/8=linux
+    /// (repeatable; the most specific prefix wins).
+    #[arg(long, value_name = "PREFIX=POLICY")]
+    pub overlap_policy_for: Vec<String>,
+    /// Which fragment wins when IP fragments overlap: first, last, bsd, bsd-right, linux,
+    /// windows, solaris.
+    #[arg(long, value_name = "POLICY", default_value = "bsd")]
+    pub defrag_policy: apptag::analysis::defrag::Policy,
+    /// The IP defragmentation policy for destinations in a prefix (repeatable).
+    #[arg(long, value_name = "PREFIX=POLICY")]
+    pub defrag_policy_for: Vec<String>,
 }
 
 impl ReassemblyArgs {
-    pub fn config(&self) -> AnalysisConfig {
+    pub fn config(&self) -> Result<AnalysisConfig> {
         let mut cfg = AnalysisConfig::default();
         cfg.reassembly.policy = self.overlap_policy;
         cfg.reassembly.depth = self.depth;
         cfg.reassembly.memcap = self.memcap_mib.saturating_mul(1 << 20);
-        cfg
+        for e in &self.overlap_policy_for {
+            cfg.reassembly
+                .per_destination
+                .add_spec_entry(e)
+                .with_context(|| format!("--overlap-policy-for {e}"))?;
+        }
+        cfg.defrag.policy = self.defrag_policy;
+        for e in &self.defrag_policy_for {
+            cfg.defrag
+                .per_destination
+                .add_spec_entry(e)
+                .with_context(|| format!("--defrag-policy-for {e}"))?;
+        }
+        Ok(cfg)
     }
 }
 
@@ -89,6 +113,9 @@ pub struct Collect {
 }
 
 impl Subscriber for Collect {
+    fn wants_bytes(&self) -> bool {
+        false
+    }
     fn closed(&mut self, s: &Stream) {
         self.streams.push(s.summary());
     }
@@ -118,7 +145,7 @@ pub fn run(args: &StreamsArgs) -> Result<()> {
     let mut pf = |d, t| progress.update(d, t);
     let summary = analyze_file(
         &args.file,
-        &args.reassembly.config(),
+        &args.reassembly.config()?,
         &mut collect,
         Some(&mut pf),
     )

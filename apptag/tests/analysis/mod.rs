@@ -149,6 +149,40 @@ pub struct Delivered {
     pub chunks: Vec<(u64, u64)>,
 }
 
+impl Delivered {
+    /// The bytes as tshark's follow shows them: a gap becomes the text
+    /// `[N bytes missing in capture file]` and a NUL, where it is.
+    pub fn as_tshark(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut gaps = self.gaps.iter().peekable();
+        let mut chunks = self.chunks.iter();
+        let mut at = 0usize;
+        loop {
+            let next_chunk = chunks.clone().next().map(|c| c.0);
+            let gap_first = match (gaps.peek(), next_chunk) {
+                (Some(&&(g, _)), Some(c)) => g <= c,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if gap_first {
+                if let Some(&(_, n)) = gaps.next() {
+                    out.extend_from_slice(
+                        format!("[{n} bytes missing in capture file]").as_bytes(),
+                    );
+                    out.push(0);
+                }
+            } else if let Some((a, b)) = chunks.next() {
+                let len = (b - a) as usize;
+                out.extend_from_slice(&self.bytes[at..at + len]);
+                at += len;
+            } else {
+                break;
+            }
+        }
+        out
+    }
+}
+
 /// Records everything: per stream, both directions' bytes, gaps, summaries and the packet
 /// states seen.
 #[derive(Default)]

@@ -1,5 +1,6 @@
 //! Benchmarks. Each compares apptag with the tool a user would otherwise pick, on the same
 //! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
+mod analysis;
 mod attribution;
 mod capture;
 mod pcapng;
@@ -18,6 +19,9 @@ pub enum Name {
     Capture,
     /// `apptag report` on a multi-GB capture vs tshark (issue: application view).
     Report,
+    /// Defragmentation + TCP reassembly on a multi-GB capture with loss, retransmission,
+    /// reordering and fragments, vs tshark and tcpflow (issue: stream analysis).
+    Analysis,
 }
 
 pub fn run(name: Name, args: &[String]) -> Result<()> {
@@ -26,5 +30,6 @@ pub fn run(name: Name, args: &[String]) -> Result<()> {
         Name::Pcapng => pcapng::run(args),
         Name::Report => report::run(args),
         Name::Capture => capture::run(args),
+        Name::Analysis => analysis::run(args),
     }
 }

@@ -149,14 +149,14 @@ fn file_size(p: &Path) -> Result<u64> {
     Ok(std::fs::metadata(p)?.len())
 }
 
-struct Measured {
-    wall_s: f64,
-    cpu_s: f64,
-    rss_kb: u64,
+pub(super) struct Measured {
+    pub wall_s: f64,
+    pub cpu_s: f64,
+    pub rss_kb: u64,
 }
 
 /// Runs a command under GNU time; returns its figures and stdout.
-fn measure(cmd: &[&str]) -> Result<(Measured, String)> {
+pub(super) fn measure(cmd: &[&str]) -> Result<(Measured, String)> {
     let tf = std::env::temp_dir().join(format!("apptag-bench-time-{}", std::process::id()));
     let out = Command::new("/usr/bin/time")
         .arg("-v")
