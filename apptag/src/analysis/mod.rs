@@ -13,6 +13,7 @@
 //! - [`subscribe`]: the driver over a file and the subscriber API that parsers plug into.
 pub mod apps;
 pub mod defrag;
+pub mod parse;
 pub mod prefix;
 pub mod stream;
 pub mod subscribe;
