@@ -710,3 +710,6 @@ pub(crate) mod tests_support {
         p.sink.0
     }
 }
+
+#[cfg(test)]
+mod tests_streams;
