@@ -103,7 +103,8 @@ fn message(m: &[u8]) -> Option<Vec<Element<'static>>> {
     let id = u16_at(m, 0)?;
     let response = m.get(2)? & 0x80 != 0;
     let qd = u16_at(m, 4)?;
-    let an = u16_at(m, 6)?;
+    // Answers, authority and additional records alike (tshark's dns.a covers all three).
+    let rrs = u32::from(u16_at(m, 6)?) + u32::from(u16_at(m, 8)?) + u32::from(u16_at(m, 10)?);
     let mut off = 12;
     let mut out = Vec::new();
     for _ in 0..qd {
@@ -117,9 +118,14 @@ fn message(m: &[u8]) -> Option<Vec<Element<'static>>> {
             qtype,
         });
     }
-    for _ in 0..an {
+    for _ in 0..rrs {
         let (name, o) = read_name(m, off)?;
         let rtype = u16_at(m, o)?;
+        if rtype == 41 {
+            // EDNS's OPT pseudo-record: no name, no answer.
+            off = o + 10 + usize::from(u16_at(m, o + 8)?);
+            continue;
+        }
         let rdlen = usize::from(u16_at(m, o + 8)?);
         let rd = o + 10;
         let data = m.get(rd..rd + rdlen)?;

@@ -198,6 +198,9 @@ pub struct Event<'s, 'e> {
     /// are gone: the stream's first frame).
     pub frame: u64,
     pub ts_ns: u64,
+    /// The frame whose bytes completed the element (the newest delivered when it was
+    /// reported): the frame tshark shows a reassembled PDU's fields on.
+    pub last_frame: u64,
     pub element: Element<'e>,
 }
 
@@ -255,6 +258,7 @@ pub struct Out<'a> {
     pub dir: Dir,
     pub protocol: Protocol,
     base: Position,
+    last_frame: u64,
     sink: &'a mut dyn ElementSink,
     pub shared: &'a mut Shared,
     pub decoded_bodies: bool,
@@ -282,6 +286,7 @@ impl Out<'_> {
             pos,
             frame,
             ts_ns,
+            last_frame: self.last_frame.max(frame),
             element,
         });
     }
@@ -509,6 +514,10 @@ impl<S: ElementSink> Subscriber for Parsers<S> {
                 dir,
                 protocol: p.protocol(),
                 base: start,
+                last_frame: s
+                    .half(dir)
+                    .span_at(Position(range.end.0.saturating_sub(1)))
+                    .map_or(0, |sp| sp.frame),
                 sink: &mut self.sink,
                 shared: &mut self.shared,
                 decoded_bodies: false,
@@ -577,6 +586,7 @@ impl<S: ElementSink> Subscriber for Parsers<S> {
                 dir: Dir::Forward,
                 protocol: p.protocol(),
                 base: s.half(Dir::Forward).end(),
+                last_frame: 0,
                 sink: &mut self.sink,
                 shared: &mut self.shared,
                 decoded_bodies: false,

@@ -57,7 +57,10 @@ fn http_chunked_body_and_100_continue() {
         ],
         false,
     );
-    assert!(has(&out, "code: 100") && has(&out, "3 Forward: HttpBody { \"hi\""), "{out:#?}");
+    assert!(
+        has(&out, "code: 100") && has(&out, "3 Forward: HttpBody { \"hi\""),
+        "{out:#?}"
+    );
     assert!(has(&out, "\"abcdefghijklmnopqrstuvwxyz\""), "{out:#?}");
     assert!(has(&out, "HttpEnd { body_bytes: 26 }"), "{out:#?}");
     // The HEAD response has no body despite its Content-Length.
@@ -79,7 +82,10 @@ fn http_gzip_bodies_are_decoded_for_sinks_that_ask() {
     resp.extend_from_slice(&body);
     let segs: [(crate::analysis::Dir, &[u8]); 2] = [(C, b"GET / HTTP/1.1\r\n\r\n"), (S, &resp)];
     let out = run(80, &segs, true);
-    assert!(has(&out, "\"hello, decoded world\", decoded: true"), "{out:#?}");
+    assert!(
+        has(&out, "\"hello, decoded world\", decoded: true"),
+        "{out:#?}"
+    );
     let out = run(80, &segs, false);
     assert!(!has(&out, "decoded: true"), "{out:#?}");
 }
@@ -88,7 +94,14 @@ fn http_gzip_bodies_are_decoded_for_sinks_that_ask() {
 fn http_absurd_lengths_and_huge_heads_stop_the_direction_without_growth() {
     // Break: removing the MAX_BUFFER check keeps the endless head (the test then sees no
     // second stream direction stop, and memory grows with the input).
-    let out = run(80, &[(C, b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n")], false);
+    let out = run(
+        80,
+        &[(
+            C,
+            b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        )],
+        false,
+    );
     assert!(!has(&out, "HttpRequest"), "{out:#?}");
     let line = vec![b'a'; 70_000];
     let mut segs: Vec<(crate::analysis::Dir, &[u8])> = vec![(C, b"GET / HTTP/1.1\r\nX: ")];
@@ -111,9 +124,19 @@ fn ftp_login_and_passive_data_link() {
         ],
         false,
     );
-    assert!(has(&out, "4 Forward: Login { mechanism: \"USER/PASS\", user: \"alice\", password: Some(\"s3cret\")"), "{out:#?}");
+    assert!(
+        has(
+            &out,
+            "4 Forward: Login { mechanism: \"USER/PASS\", user: \"alice\", password: Some(\"s3cret\")"
+        ),
+        "{out:#?}"
+    );
     // A multi-line reply is one response.
-    assert_eq!(out.iter().filter(|l| l.contains("code: 230")).count(), 1, "{out:#?}");
+    assert_eq!(
+        out.iter().filter(|l| l.contains("code: 230")).count(),
+        1,
+        "{out:#?}"
+    );
 }
 
 #[test]
@@ -129,26 +152,75 @@ fn smtp_auth_login_plain_mail_and_bdat() {
             (C, b"dXNlcg==\r\n"),
             (C, b"cGFzcw==\r\n"),
             (C, b"AUTH PLAIN AHUyAHB3Mg==\r\n"),
-            (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<r@y>\r\nBDAT 21 LAST\r\nSubject: hi\r\n\r\nbody\r\n"),
+            (
+                C,
+                b"MAIL FROM:<a@x>\r\nRCPT TO:<r@y>\r\nBDAT 21 LAST\r\nSubject: hi\r\n\r\nbody\r\n",
+            ),
             (C, b"MAIL FROM:<b@x>\r\nDATA\r\n"),
             (C, b"From: z\r\n\r\n..not end\r\n.\r\nQUIT\r\n"),
         ],
         false,
     );
-    assert!(has(&out, "5 Forward: Login { mechanism: \"LOGIN\", user: \"user\", password: Some(\"pass\")"), "{out:#?}");
-    assert!(has(&out, "Login { mechanism: \"PLAIN\", user: \"u2\", password: Some(\"pw2\")"), "{out:#?}");
-    assert!(has(&out, "SmtpHeader { name: \"Subject\", value: \"hi\" }"), "{out:#?}");
-    assert!(has(&out, "8 Forward: SmtpRequest { command: \"MAIL\", parameter: \"FROM:<b@x>\" }"), "{out:#?}");
-    assert!(has(&out, "SmtpHeader { name: \"From\", value: \"z\" }"), "{out:#?}");
+    assert!(
+        has(
+            &out,
+            "5 Forward: Login { mechanism: \"LOGIN\", user: \"user\", password: Some(\"pass\")"
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        has(
+            &out,
+            "Login { mechanism: \"PLAIN\", user: \"u2\", password: Some(\"pw2\")"
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        has(&out, "SmtpHeader { name: \"Subject\", value: \"hi\" }"),
+        "{out:#?}"
+    );
+    assert!(
+        has(
+            &out,
+            "8 Forward: SmtpRequest { command: \"MAIL\", parameter: \"FROM:<b@x>\" }"
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        has(&out, "SmtpHeader { name: \"From\", value: \"z\" }"),
+        "{out:#?}"
+    );
     assert!(has(&out, "SmtpRequest { command: \"QUIT\""), "{out:#?}");
     assert!(!has(&out, "command: \"..not"), "{out:#?}");
 }
 
 #[test]
 fn pop3_and_imap_logins() {
-    let out = run(110, &[(S, b"+OK hi\r\n"), (C, b"USER bob\r\nPASS pw\r\nAPOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n")], false);
-    assert!(has(&out, "Login { mechanism: \"USER/PASS\", user: \"bob\", password: Some(\"pw\")"), "{out:#?}");
-    assert!(has(&out, "Login { mechanism: \"APOP\", user: \"mrose\", password: None"), "{out:#?}");
+    let out = run(
+        110,
+        &[
+            (S, b"+OK hi\r\n"),
+            (
+                C,
+                b"USER bob\r\nPASS pw\r\nAPOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n",
+            ),
+        ],
+        false,
+    );
+    assert!(
+        has(
+            &out,
+            "Login { mechanism: \"USER/PASS\", user: \"bob\", password: Some(\"pw\")"
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        has(
+            &out,
+            "Login { mechanism: \"APOP\", user: \"mrose\", password: None"
+        ),
+        "{out:#?}"
+    );
     let out = run(
         143,
         &[
@@ -161,9 +233,24 @@ fn pop3_and_imap_logins() {
         ],
         false,
     );
-    assert!(has(&out, "Login { mechanism: \"LOGIN\", user: \"fred\", password: Some(\"x y\")"), "{out:#?}");
-    assert!(has(&out, "Login { mechanism: \"PLAIN\", user: \"jim\", password: Some(\"secret\")"), "{out:#?}");
-    assert!(has(&out, "ImapResponse { tag: \"a1\", status: \"OK\" }"), "{out:#?}");
+    assert!(
+        has(
+            &out,
+            "Login { mechanism: \"LOGIN\", user: \"fred\", password: Some(\"x y\")"
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        has(
+            &out,
+            "Login { mechanism: \"PLAIN\", user: \"jim\", password: Some(\"secret\")"
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        has(&out, "ImapResponse { tag: \"a1\", status: \"OK\" }"),
+        "{out:#?}"
+    );
 }
 
 #[test]
@@ -176,7 +263,13 @@ fn dns_over_tcp_reads_the_length_prefix_across_segments() {
     framed.extend_from_slice(&m);
     let (a, b) = framed.split_at(7);
     let out = run(53, &[(C, a), (C, b)], false);
-    assert!(has(&out, "1 Forward: DnsQuery { id: 4660, response: false, name: \"example.com\", qtype: 1 }"), "{out:#?}");
+    assert!(
+        has(
+            &out,
+            "1 Forward: DnsQuery { id: 4660, response: false, name: \"example.com\", qtype: 1 }"
+        ),
+        "{out:#?}"
+    );
 }
 
 #[test]
@@ -210,7 +303,13 @@ fn tls_client_hello_sni_and_alpn_and_lying_lengths() {
     rec.extend_from_slice(&hs);
     let (a, b) = rec.split_at(20);
     let out = run(9443, &[(C, a), (C, b)], false);
-    assert!(has(&out, "sni: Some(\"a.example\"), alpn: [\"h2\", \"http/1.1\"]"), "{out:#?}");
+    assert!(
+        has(
+            &out,
+            "sni: Some(\"a.example\"), alpn: [\"h2\", \"http/1.1\"]"
+        ),
+        "{out:#?}"
+    );
     // A record claiming 65535 bytes is refused, not waited for.
     let out = run(443, &[(C, &[0x16, 3, 1, 0xff, 0xff, 1, 0, 0, 0])], false);
     assert!(out.is_empty());
@@ -218,7 +317,20 @@ fn tls_client_hello_sni_and_alpn_and_lying_lengths() {
 
 #[test]
 fn ssh_banners_both_ways() {
-    let out = run(22, &[(S, b"SSH-2.0-OpenSSH_9.6\r\n"), (C, b"SSH-2.0-client\r\n")], false);
-    assert!(has(&out, "Reverse: SshBanner { banner: \"SSH-2.0-OpenSSH_9.6\" }"), "{out:#?}");
-    assert!(has(&out, "Forward: SshBanner { banner: \"SSH-2.0-client\" }"), "{out:#?}");
+    let out = run(
+        22,
+        &[(S, b"SSH-2.0-OpenSSH_9.6\r\n"), (C, b"SSH-2.0-client\r\n")],
+        false,
+    );
+    assert!(
+        has(
+            &out,
+            "Reverse: SshBanner { banner: \"SSH-2.0-OpenSSH_9.6\" }"
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        has(&out, "Forward: SshBanner { banner: \"SSH-2.0-client\" }"),
+        "{out:#?}"
+    );
 }
