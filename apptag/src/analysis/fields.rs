@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::parse::dns::rtype;
 use super::parse::{Element, Event};
 use super::stream::{AppInfo, Stream, Transport};
-use super::subscribe::PacketEvent;
-use crate::dissect::Addr;
+use super::subscribe::{PacketEvent, State};
+use crate::dissect::{Addr, Fragment};
 
 /// A typed value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -82,7 +82,6 @@ macro_rules! fields {
 fields! {
     FrameNumber = "frame.number", Packet, "1-based frame number";
     FrameTimeEpoch = "frame.time_epoch", Packet, "capture time, seconds since the epoch";
-    FrameLen = "frame.len", Packet, "bytes captured";
     IpSrc = "ip.src", Packet, "IPv4 source";
     IpDst = "ip.dst", Packet, "IPv4 destination";
     IpTtl = "ip.ttl", Packet, "IPv4 time to live";
@@ -125,8 +124,8 @@ fields! {
     SmtpReqCommand = "smtp.req.command", Element, "SMTP command";
     SmtpReqParameter = "smtp.req.parameter", Element, "SMTP command parameter";
     SmtpResponseCode = "smtp.response.code", Element, "SMTP reply code";
-    Pop3RequestCommand = "pop3.request.command", Element, "POP3 command";
-    Pop3RequestParameter = "pop3.request.parameter", Element, "POP3 command parameter";
+    Pop3RequestCommand = "pop.request.command", Element, "POP3 command";
+    Pop3RequestParameter = "pop.request.parameter", Element, "POP3 command parameter";
     SshProtocol = "ssh.protocol", Element, "SSH identification banner";
 }
 
@@ -178,6 +177,10 @@ impl Getter {
     pub fn packet(self, ev: &PacketEvent<'_, '_>) -> Option<Value> {
         let d = ev.packet;
         let v4 = matches!(d.src, IpAddr::V4(_)) && d.is_ip();
+        // A fragment's transport header belongs to the datagram, which tshark shows on
+        // the frame that completed it (the driver's Reassembled packet).
+        let ports =
+            d.has_ports() && (d.fragment == Fragment::Whole || ev.state == State::Reassembled);
         let v6 = matches!(d.src, IpAddr::V6(_)) && d.is_ip();
         Some(match self.0 {
             Field::FrameNumber => Value::Int(ev.frame),
@@ -188,10 +191,10 @@ impl Getter {
             Field::IpProto if v4 => Value::Int(d.protocol.into()),
             Field::Ipv6Src if v6 => Value::Addr(Addr::from_ip(d.src)),
             Field::Ipv6Dst if v6 => Value::Addr(Addr::from_ip(d.dst)),
-            Field::TcpSrcport if d.protocol == 6 && d.has_ports() => Value::Int(d.src_port.into()),
-            Field::TcpDstport if d.protocol == 6 && d.has_ports() => Value::Int(d.dst_port.into()),
-            Field::UdpSrcport if d.protocol == 17 && d.has_ports() => Value::Int(d.src_port.into()),
-            Field::UdpDstport if d.protocol == 17 && d.has_ports() => Value::Int(d.dst_port.into()),
+            Field::TcpSrcport if d.protocol == 6 && ports => Value::Int(d.src_port.into()),
+            Field::TcpDstport if d.protocol == 6 && ports => Value::Int(d.dst_port.into()),
+            Field::UdpSrcport if d.protocol == 17 && ports => Value::Int(d.src_port.into()),
+            Field::UdpDstport if d.protocol == 17 && ports => Value::Int(d.dst_port.into()),
             Field::ProcessPid if ev.pid != 0 => Value::Int(ev.pid.into()),
             _ => return None,
         })

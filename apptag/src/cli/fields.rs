@@ -179,6 +179,16 @@ impl Subscriber for Run<'_> {
                     col.push(v);
                 }
             }
+        } else if ev.state == State::Reassembled && ev.frame == rows.frame {
+            // The datagram rebuilt from fragments: its transport fields go on this frame.
+            for (g, col) in rows.getters.iter().zip(&mut rows.row) {
+                if g.field().source() == Source::Packet
+                    && col.is_empty()
+                    && let Some(v) = g.packet(ev)
+                {
+                    col.push(v);
+                }
+            }
         } else if let Some(s) = ev.stream
             && ev.frame == rows.frame
         {

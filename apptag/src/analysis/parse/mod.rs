@@ -562,11 +562,13 @@ impl<S: ElementSink> Subscriber for Parsers<S> {
             return;
         };
         e.start[d] = Some(range.end);
+        // Bytes held before the gap are an unfinished element that will never complete:
+        // the parser decides whether it can go on after it.
+        let len = range.start.distance_to(range.end);
         match &mut e.conn {
             Conn::Parsing(p) if !e.lost[d] => {
-                // Bytes held before the gap are an unfinished element that will never
-                // complete: the parser decides whether it can go on after it.
-                if !p.gap(dir, range.start.distance_to(range.end)) {
+                let go_on = p.gap(dir, len);
+                if !go_on {
                     self.stats.lost_at_gap += 1;
                     e.lost[d] = true;
                 }

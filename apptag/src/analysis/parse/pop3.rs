@@ -30,6 +30,7 @@ pub fn make(client: Dir) -> Box<dyn StreamParser> {
         client,
         user: None,
         tunnel: false,
+        auth_plain: false,
     })
 }
 
@@ -37,6 +38,8 @@ struct Pop3 {
     client: Dir,
     user: Option<String>,
     tunnel: bool,
+    /// The next client line is `AUTH PLAIN`'s response (RFC 5034).
+    auth_plain: bool,
 }
 
 impl StreamParser for Pop3 {
@@ -53,6 +56,18 @@ impl StreamParser for Pop3 {
             if client {
                 let l = text(line).ok_or(Broken("command not text"))?;
                 let (cmd, param) = split_word(l);
+                if std::mem::take(&mut self.auth_plain)
+                    && let Some((user, pw)) = super::sasl_plain(l)
+                {
+                    out.emit(
+                        off,
+                        Element::Login {
+                            mechanism: "PLAIN",
+                            user,
+                            password: Some(pw),
+                        },
+                    );
+                }
                 out.emit(
                     off,
                     Element::Pop3Request {
@@ -79,6 +94,22 @@ impl StreamParser for Pop3 {
                         },
                     ),
                     "STLS" => self.tunnel = true,
+                    "AUTH" => {
+                        let (mech, ir) = split_word(param);
+                        if mech.eq_ignore_ascii_case("PLAIN") {
+                            match super::sasl_plain(ir) {
+                                Some((user, pw)) if !ir.is_empty() => out.emit(
+                                    off,
+                                    Element::Login {
+                                        mechanism: "PLAIN",
+                                        user,
+                                        password: Some(pw),
+                                    },
+                                ),
+                                _ => self.auth_plain = true,
+                            }
+                        }
+                    }
                     _ => {}
                 }
             } else if line.starts_with(b"+OK") || line.starts_with(b"-ERR") {

@@ -134,10 +134,12 @@ impl Smtp {
             }
             "BDAT" => {
                 let n = split_word(param).0;
-                if !n.is_empty() && n.len() <= 19 && n.bytes().all(|c| c.is_ascii_digit()) {
-                    if let Ok(n) = n.parse() {
-                        self.state = State::Bdat(n);
-                    }
+                if !n.is_empty()
+                    && n.len() <= 19
+                    && n.bytes().all(|c| c.is_ascii_digit())
+                    && let Ok(n) = n.parse()
+                {
+                    self.state = State::Bdat(n);
                 }
             }
             "AUTH" => {
