@@ -57,6 +57,7 @@ pub fn read_name(m: &[u8], mut off: usize) -> Option<(String, usize)> {
     let mut after = None;
     // Pointers must go strictly backwards: each jump lowers this, so loops end.
     let mut limit = off;
+    let mut jumps = 0u8;
     loop {
         let len = *m.get(off)?;
         match len & 0xc0 {
@@ -82,7 +83,8 @@ pub fn read_name(m: &[u8], mut off: usize) -> Option<(String, usize)> {
             }
             0xc0 => {
                 let ptr = usize::from(u16_at(m, off)? & 0x3fff);
-                if ptr >= limit {
+                jumps += 1;
+                if ptr >= limit || jumps > 127 {
                     return None;
                 }
                 after.get_or_insert(off + 2);
