@@ -43,6 +43,8 @@ pub mod hook {
     pub const SOCK_RELEASE: u32 = 13;
     pub const SKB_EGRESS: u32 = 14;
     pub const SKB_INGRESS: u32 = 15;
+    /// `tp_btf/tcp_sendmsg_locked`: a TCP send begins, before any packet of it leaves.
+    pub const TCP_SENDMSG: u32 = 16;
 
     /// A short, stable name for reports and the application-record block.
     pub const fn name(hook: u32) -> &'static str {
@@ -62,6 +64,7 @@ pub mod hook {
             SOCK_RELEASE => "sock_release",
             SKB_EGRESS => "cgroup_skb_egress",
             SKB_INGRESS => "cgroup_skb_ingress",
+            TCP_SENDMSG => "tcp_sendmsg_locked",
             _ => "unknown",
         }
     }
@@ -161,16 +164,6 @@ impl SockEvent {
     }
 }
 
-/// Key of the kernel's per-socket dedup map: one entry per (cookie, task) so that a
-/// send/recv event is only emitted the first time a given thread uses a socket.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockTaskKey {
-    pub cookie: u64,
-    pub pid: u32,
-    pub tid: u32,
-}
-
 /// Key of the kernel's flow dedup map: one FLOW event per (socket, 5-tuple).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,7 +193,6 @@ mod pod {
     // SAFETY: plain repr(C) structs of integers and byte arrays with no implicit padding
     // (checked by the layout tests below), so every bit pattern is valid.
     unsafe impl aya::Pod for super::SockEvent {}
-    unsafe impl aya::Pod for super::SockTaskKey {}
     unsafe impl aya::Pod for super::FlowKey {}
 }
 
@@ -219,7 +211,6 @@ mod tests {
 
     #[test]
     fn keys_have_no_padding() {
-        assert_eq!(size_of::<SockTaskKey>(), 16);
         assert_eq!(size_of::<FlowKey>(), 8 + 32 + 8);
     }
 }

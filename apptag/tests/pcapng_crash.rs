@@ -170,13 +170,20 @@ impl Drop for Mount {
     }
 }
 
+/// The full-disk tests mount a small tmpfs: CI runs as root, so a run without root fails
+/// instead of passing without testing anything.
+fn require_root_for_tmpfs() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the full-disk tests mount a tmpfs and must run as root (cargo xtask test does that)"
+    );
+}
+
 #[test]
 fn full_disk_cuts_the_file_back_to_its_last_complete_block() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("full_disk test needs root to mount a tmpfs (cargo xtask test runs as root)");
-        return;
-    }
+    require_root_for_tmpfs();
     let dir = TempDir::new("enospc");
     let mnt = dir.path("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
@@ -249,11 +256,7 @@ fn full_disk_cuts_the_file_back_to_its_last_complete_block() {
 
 #[test]
 fn with_a_reserve_a_full_disk_still_gets_the_final_table_and_statistics() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("needs root to mount a tmpfs (cargo xtask test runs as root)");
-        return;
-    }
+    require_root_for_tmpfs();
     let dir = TempDir::new("reserve");
     let mnt = dir.path("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");

@@ -153,6 +153,8 @@ struct Mixed {
     _dir: TempDir,
     pair: NetnsPair,
     file: std::path::PathBuf,
+    /// What a tcpdump on the same interface wrote at the same time.
+    tcpdump: std::path::PathBuf,
     /// (pid, local port) of each host-side process.
     curl: (u32, u16),
     udp: (u32, u16),
@@ -171,18 +173,22 @@ impl Mixed {
         tcp_srv.get("listen");
 
         let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--app-interval", "0.5"]);
+        let tcpdump = dir.file("tcpdump.pcap");
+        let mut dump = start_tcpdump(&pair.host_if, &tcpdump, &[]);
         let curl = curl(&pair);
         let udp = udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
         let client = tcp_client(SocketAddr::new(IpAddr::V4(pair.ns_ip), TCP_PORT));
         udp_rx.wait_ok();
         tcp_srv.wait_ok();
         settle();
+        dump.stop_with(libc::SIGINT, Duration::from_secs(30));
         let (st, err) = sensor.stop();
         assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
         Self {
             _dir: dir,
             pair,
             file,
+            tcpdump,
             curl,
             udp,
             client,
@@ -207,6 +213,25 @@ impl Mixed {
 
     fn is_udp(&self, t: &FiveTuple) -> bool {
         t.between(UDP, self.host(self.udp.1), self.ns(UDP_PORT))
+    }
+
+    /// Packets of the curl, UDP and TCP-client flows in the tcpdump run beside apptag.
+    fn tcpdump_counts(&self) -> [usize; 3] {
+        [
+            tshark_count(
+                &self.tcpdump,
+                TCP,
+                self.host(self.curl.1),
+                self.ns(HTTP_PORT),
+            ),
+            tshark_count(&self.tcpdump, UDP, self.host(self.udp.1), self.ns(UDP_PORT)),
+            tshark_count(
+                &self.tcpdump,
+                TCP,
+                self.host(self.client.1),
+                self.ns(TCP_PORT),
+            ),
+        ]
     }
 }
 
@@ -247,10 +272,13 @@ fn capture_is_valid_and_matches_tshark_packet_for_packet() {
         n(&|x| m.is_udp(x)),
         n(&|x| m.is_client(x)),
     );
-    // Handshake, request, response, teardown.
-    assert!(c >= 7, "only {c} packets of curl's connection");
+    // Each flow complete: what tcpdump saw at the same time.
+    assert_eq!(
+        [c, u, t],
+        m.tcpdump_counts(),
+        "packets per flow (curl, udp, client): apptag vs tcpdump"
+    );
     assert_eq!(u, UDP_COUNT + 1, "UDP sender: its datagrams and one answer");
-    assert!(t >= 7, "only {t} packets of the TCP client's connection");
 }
 
 #[test]
@@ -295,9 +323,11 @@ fn every_packet_of_a_local_socket_carries_its_process_pid() {
         seen[1],
         seen[2]
     );
-    assert!(
-        seen[0] >= 7 && seen[2] >= 7,
-        "too few packets seen: {seen:?}"
+    // Every packet of each flow is in the file and was checked: exactly what tcpdump saw.
+    assert_eq!(
+        seen,
+        m.tcpdump_counts(),
+        "packets per flow (curl, udp, client): apptag vs tcpdump at the same time"
     );
     assert_eq!(seen[1], UDP_COUNT + 1, "UDP datagrams and the answer");
     // Each process has its entry in the file, as the kernel knows it: our child, running
@@ -516,7 +546,11 @@ fn same_times(a: &[String], b: &[String]) -> bool {
 
 /// `tcpdump -w` on the same interface at the same time, with an optional filter.
 fn start_tcpdump(iface: &str, out: &Path, filter: &[&str]) -> ChildGuard {
-    let mut cmd = Command::new("tcpdump");
+    start_tcpdump_with(Command::new("tcpdump"), iface, out, filter)
+}
+
+/// As `start_tcpdump`, with `cmd` running tcpdump (inside a namespace, say).
+fn start_tcpdump_with(mut cmd: Command, iface: &str, out: &Path, filter: &[&str]) -> ChildGuard {
     // Immediate mode: otherwise packets wait in a ring block that tcpdump never reads if
     // it is stopped within its 1 s block timeout.
     cmd.args([
@@ -620,20 +654,26 @@ fn pid_filter_keeps_only_that_process() {
     rx.get("listen");
     let mut srv = in_ns(&pair, "tcp-server", &format!("{}:{TCP_PORT}", pair.ns_ip));
     let listen = srv.get("listen");
-    // Connected before apptag starts, so its pid is known for --pid; sends after.
-    let mut hold = Traffic::start("hold", &listen, "");
-    let local = port_of(&hold.get("local"));
-    let pid = hold.pid().to_string();
+    // The process exists before apptag starts, so its pid is known for --pid; its
+    // connection starts after, so only the probes can attribute it.
+    let mut late = Traffic::start("tcp-client", &listen, "wait");
+    let pid = late.pid().to_string();
+    let all_ours = dir.file("unfiltered.pcapng");
     let sensor = Sensor::start(None, &ours_path, &["-i", &pair.host_if, "--pid", &pid]);
+    // The same traffic without --pid, at the same time: what the filter had to drop.
+    let unfiltered = Sensor::start(None, &all_ours, &["-i", &pair.host_if]);
     let mut tcpdump = start_tcpdump(&pair.host_if, &all_path, &[]);
-    curl(&pair);
+    let (curl_pid, _) = curl(&pair);
     udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
-    hold.release();
-    hold.wait_ok();
+    late.release();
+    let local = port_of(&late.get("local"));
+    late.wait_ok();
     srv.wait_ok();
     rx.wait_ok();
     settle();
     let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+    let (st, err) = unfiltered.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
     tcpdump.stop_with(libc::SIGINT, Duration::from_secs(30));
 
@@ -642,11 +682,18 @@ fn pid_filter_keeps_only_that_process() {
     let others: Vec<_> = ours
         .packets
         .iter()
-        .filter(|p| p.pid != hold.pid())
+        .filter(|p| p.pid != late.pid())
         .collect();
     assert!(
         others.is_empty(),
         "--pid {pid} kept packets of others: {others:#?}"
+    );
+    // Others were there and attributed (to curl among them), and the filter dropped them.
+    let all = read_ours(&all_ours);
+    let curl_packets = all.packets.iter().filter(|p| p.pid == curl_pid).count();
+    assert!(
+        curl_packets > 0,
+        "the unfiltered capture attributed no packet to curl (pid {curl_pid})"
     );
     let expected = tshark_count(
         &all_path,
@@ -662,6 +709,11 @@ fn pid_filter_keeps_only_that_process() {
         ours.packets.len(),
         expected,
         "--pid {pid}: packets kept vs tcpdump's packets of its connection"
+    );
+    assert_eq!(
+        all.packets.iter().filter(|p| p.pid == late.pid()).count(),
+        expected,
+        "the unfiltered capture gives pid {pid} the same packets"
     );
 }
 
@@ -728,6 +780,8 @@ fn loopback_packets_are_attributed_to_their_sender() {
     let dir = TempDir::new("lo");
     let file = dir.file("lo.pcapng");
     let sensor = Sensor::start(Some(&pair), &file, &["-i", "lo"]);
+    let dump_path = dir.file("tcpdump.pcap");
+    let mut dump = start_tcpdump_with(pair.command("tcpdump"), "lo", &dump_path, &[]);
     let mut srv = in_ns(&pair, "tcp-server", "127.0.0.1:0");
     let listen = srv.get("listen");
     let mut client = Traffic::start_with(pair.command(traffic_bin()), "tcp-client", &listen, "");
@@ -735,6 +789,7 @@ fn loopback_packets_are_attributed_to_their_sender() {
     client.wait_ok();
     srv.wait_ok();
     settle();
+    dump.stop_with(libc::SIGINT, Duration::from_secs(30));
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
 
@@ -746,10 +801,11 @@ fn loopback_packets_are_attributed_to_their_sender() {
     let tuples: Vec<_> = ours.packets.iter().map(|p| p.tuple).collect();
     let ttuples: Vec<_> = theirs.iter().map(|p| p.tuple).collect();
     assert_eq!(tuples, ttuples, "5-tuples: our reader vs tshark");
-    assert!(
-        ours.packets.len() >= 7,
-        "only {} packets on lo",
-        ours.packets.len()
+    let lo = v4(std::net::Ipv4Addr::LOCALHOST, 0).0;
+    assert_eq!(
+        ours.packets.len(),
+        tshark_count(&dump_path, TCP, (lo, local), (lo, port_of(&listen))),
+        "packets on lo: apptag vs a tcpdump at the same time"
     );
     let (cpid, spid, sport) = (client.pid(), srv.pid(), port_of(&listen));
     let mut wrong = Vec::new();
@@ -1455,7 +1511,12 @@ fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
     let sensor = Sensor::start_cmd(pair.command(apptag_bin()), &file, &["-i", "lo"]);
     let mut srv = in_ns(&pair, "tcp-server", "127.0.0.1:0");
     let listen = srv.get("listen");
-    let mut client = Traffic::start_with(pair.command(traffic_bin()), "tcp-client", &listen, "");
+    // Connected, then alive until the procfs scan that its first packets asked for has
+    // found it: /proc names only processes that still hold their sockets.
+    let mut client = Traffic::start_with(pair.command(traffic_bin()), "hold", &listen, "");
+    let local = port_of(&client.get("local"));
+    std::thread::sleep(Duration::from_millis(500));
+    client.release();
     client.wait_ok();
     srv.wait_ok();
     settle();
@@ -1465,7 +1526,37 @@ fn without_cgroup2_it_falls_back_to_procfs_with_a_warning() {
         err.to_lowercase().contains("procfs"),
         "no warning about the procfs fallback:\n{err}"
     );
-    assert!(assert_valid(&file) >= 7, "the loopback traffic is missing");
+    let counted = assert_valid(&file);
+    let ours = read_ours(&file);
+    assert_eq!(ours.packets.len(), counted, "our reader vs capinfos");
+    // Every packet carries its sender's pid, as /proc/net and /proc/PID/fd name it. The
+    // last FIN/ACKs after a process closed its socket have no holder left in /proc.
+    let (cpid, spid, sport) = (client.pid(), srv.pid(), port_of(&listen));
+    let mut wrong = Vec::new();
+    let mut tagged = 0;
+    for (i, p) in ours.packets.iter().enumerate() {
+        let sender = match p.tuple {
+            Some(t) if t.sport == local && t.dport == sport => cpid,
+            Some(t) if t.sport == sport && t.dport == local => spid,
+            _ => 0,
+        };
+        if p.pid == sender {
+            tagged += 1;
+        } else if sender == 0 || p.pid != 0 {
+            wrong.push(format!(
+                "packet {} {:?}: pid {}, expected the sender {sender}",
+                i + 1,
+                p.tuple,
+                p.pid
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        tagged >= 5,
+        "only {tagged} of {} packets carry a pid (handshake and data at least)",
+        ours.packets.len()
+    );
 }
 
 #[test]
@@ -1653,10 +1744,13 @@ fn any_interface_packets_are_attributed() {
     // `any` sees the whole host: the filter keeps this test's traffic only.
     let ns_ip = pair.ns_ip.to_string();
     let sensor = Sensor::start(None, &file, &["-i", "any", "host", &ns_ip]);
+    let dump_path = dir.file("tcpdump.pcap");
+    let mut dump = start_tcpdump("any", &dump_path, &["host", &ns_ip]);
     let (cpid, cport) = curl(&pair);
     let (upid, uport) = udp_ping(SocketAddr::new(IpAddr::V4(pair.ns_ip), UDP_PORT));
     rx.wait_ok();
     settle();
+    dump.stop_with(libc::SIGINT, Duration::from_secs(30));
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
 
@@ -1679,7 +1773,16 @@ fn any_interface_packets_are_attributed() {
             assert_eq!(p.pid, upid, "udp sender packet {p:?}");
         }
     }
-    assert!(c >= 7, "only {c} curl packets on any");
+    assert_eq!(
+        c,
+        tshark_count(
+            &dump_path,
+            TCP,
+            v4(pair.host_ip, cport),
+            v4(pair.ns_ip, HTTP_PORT)
+        ),
+        "curl packets on any: apptag vs tcpdump -i any at the same time"
+    );
     assert_eq!(u, UDP_COUNT + 1, "udp sender packets on any");
 }
 
@@ -1691,6 +1794,8 @@ fn inbound_traffic_carries_the_local_server_pid() {
     let dir = TempDir::new("inbound");
     let file = dir.file("inbound.pcapng");
     let sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
+    let dump_path = dir.file("tcpdump.pcap");
+    let mut dump = start_tcpdump(&pair.host_if, &dump_path, &[]);
     // Servers on the host, clients in the namespace: the host's sockets are the
     // listener, the accepted connection and a UDP receiver.
     let mut srv = Traffic::start("tcp-server", &format!("{}:{TCP_PORT}", pair.host_ip), "");
@@ -1709,6 +1814,7 @@ fn inbound_traffic_carries_the_local_server_pid() {
     srv.wait_ok();
     rx.wait_ok();
     settle();
+    dump.stop_with(libc::SIGINT, Duration::from_secs(30));
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
 
@@ -1735,7 +1841,16 @@ fn inbound_traffic_carries_the_local_server_pid() {
             ));
         }
     }
-    assert!(t >= 7, "only {t} packets of the inbound TCP connection");
+    assert_eq!(
+        t,
+        tshark_count(
+            &dump_path,
+            TCP,
+            v4(pair.host_ip, TCP_PORT),
+            v4(pair.ns_ip, cport)
+        ),
+        "packets of the inbound TCP connection: apptag vs tcpdump at the same time"
+    );
     assert_eq!(u, 2, "the inbound datagram and its answer");
     assert!(
         wrong.is_empty(),

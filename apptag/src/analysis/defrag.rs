@@ -569,8 +569,11 @@ impl Tracker {
     }
 
     fn charge(&self) -> usize {
-        std::mem::size_of::<Tracker>()
-            + self.arena.capacity()
+        std::mem::size_of::<Tracker>() + self.buffers()
+    }
+
+    fn buffers(&self) -> usize {
+        self.arena.capacity()
             + self.header.capacity()
             + self.pieces.capacity() * std::mem::size_of::<Piece>()
             + self.frags.capacity() * std::mem::size_of::<FragRec>()
@@ -661,6 +664,8 @@ pub struct Defragmenter {
     lru_head: u32,
     lru_tail: u32,
     memory: usize,
+    /// Buffer bytes kept by released trackers (part of `memory`), shed first under the memcap.
+    spare: usize,
     stats: DefragStats,
     out: Vec<u8>,
     out_frames: Vec<u64>,
@@ -685,6 +690,7 @@ impl Defragmenter {
             lru_head: NIL,
             lru_tail: NIL,
             memory: 0,
+            spare: 0,
             stats: DefragStats::default(),
             out: Vec::new(),
             out_frames: Vec::new(),
@@ -905,6 +911,10 @@ impl Defragmenter {
 
     /// Memory that would be free if the spare buffers of released trackers were dropped.
     fn shed_spares(&mut self) {
+        if self.spare == 0 {
+            return;
+        }
+        self.spare = 0;
         for &s in &self.free {
             let t = &mut self.slots[s as usize];
             t.arena = Vec::new();
@@ -946,7 +956,10 @@ impl Defragmenter {
 
     fn open(&mut self, key: DatagramKey, policy: Policy, ts_ns: u64) -> Option<u32> {
         let s = match self.free.pop() {
-            Some(s) => s,
+            Some(s) => {
+                self.spare = self.spare.saturating_sub(self.slots[s as usize].buffers());
+                s
+            }
             None => {
                 // The index may grow too: charge its next size.
                 let grow_index = if self.index.len() == self.index.capacity() {
@@ -1028,6 +1041,7 @@ impl Defragmenter {
             self.lru_tail = prev;
         }
         self.index.remove(&key);
+        self.spare += self.slots[s as usize].buffers();
         self.free.push(s);
         self.stats.trackers = self.index.len() as u64;
         self.recharge(s);
@@ -1094,7 +1108,7 @@ impl Defragmenter {
             return Err(DiscardReason::Memcap);
         }
         if compact {
-            self.compact(s);
+            self.compact(s, won as usize);
         }
         if !nf.more && self.slots[s as usize].end.is_none() {
             self.set_end(s, nf.ne);
@@ -1137,6 +1151,7 @@ impl Defragmenter {
         t.covered += gained;
         if header_won {
             t.header.clear();
+            t.header.reserve_exact(nf.header.len());
             t.header.extend_from_slice(nf.header);
             t.next_header = nf.next_header;
             t.next_header_field = nf.next_header_field;
@@ -1197,10 +1212,10 @@ impl Defragmenter {
     }
 
     /// Rewrites the arena with only the bytes pieces still use (heavy overlap leaves the
-    /// rest unused).
-    fn compact(&mut self, s: u32) {
+    /// rest unused), with room for `more` bytes (exactly what was charged).
+    fn compact(&mut self, s: u32, more: usize) {
         let t = &mut self.slots[s as usize];
-        let mut a = Vec::with_capacity(t.covered as usize);
+        let mut a = Vec::with_capacity((t.covered as usize + more).max(1024));
         for p in &mut t.pieces {
             let (from, n) = (p.src as usize, (p.end - p.start) as usize);
             p.src = a.len() as u32;

@@ -1250,6 +1250,89 @@ mod tests {
         assert_eq!(curl_line.processes[&100].packets(), 2);
     }
 
+    /// An Ethernet frame with one IPv4 fragment of a TCP segment from 10.0.0.1:40000 to
+    /// 192.0.2.9:443 (the first fragment carries the TCP header).
+    fn tcp_fragment(offset: u16, more: bool, body: &[u8]) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34];
+        ip.extend(((offset / 8) | if more { 0x2000 } else { 0 }).to_be_bytes());
+        ip.extend([64, 6, 0, 0, 10, 0, 0, 1, 192, 0, 2, 9]);
+        ip.extend(body);
+        let len = ip.len() as u16;
+        ip[2..4].copy_from_slice(&len.to_be_bytes());
+        let mut sum: u32 = ip[..20]
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let mut f = vec![0u8; 12];
+        f.extend([0x08, 0x00]);
+        f.extend(ip);
+        f
+    }
+
+    #[test]
+    fn fragments_count_to_their_datagram_whatever_arrives_first() {
+        let mut meta = Metadata::default();
+        meta.add_apps(vec![app(
+            "curl",
+            &[100],
+            vec![socket("10.0.0.1", 40000, "192.0.2.9", 443, 2000, 5000, 100)],
+        )]);
+        let mut agg = Aggregator::new(meta);
+        agg.interface(dissect::linktype::ETHERNET);
+        let mut tcp = Vec::new();
+        tcp.extend(40000u16.to_be_bytes());
+        tcp.extend(443u16.to_be_bytes());
+        tcp.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        tcp.extend([b'a'; 4]);
+        // Untagged fragments, last first: none has ports but the one that comes last.
+        let later2 = tcp_fragment(48, false, &[b'c'; 10]);
+        let later1 = tcp_fragment(24, true, &[b'b'; 24]);
+        let first = tcp_fragment(0, true, &tcp);
+        let held = agg.packet(&packet(&later2, 2500, 0, Direction::Outbound));
+        assert_eq!(held, (LINE_PENDING, 0), "not known until the datagram is");
+        agg.packet(&packet(&later1, 2501, 0, Direction::Outbound));
+        assert_eq!(agg.totals.packets(), 0, "held fragments wait");
+        let (line, pid) = agg.packet(&packet(&first, 2502, 0, Direction::Outbound));
+        assert_eq!(pid, 100);
+        assert!(matches!(&agg.lines[line as usize].kind, LineKind::App(a) if a.name == "curl"));
+        let curl = line_of(&agg, "curl");
+        assert_eq!(
+            curl.packets_out, 3,
+            "every fragment to the socket's application"
+        );
+        assert_eq!(agg.flows.len(), 1, "one flow, with ports: no portless flow");
+        assert_eq!(
+            agg.flows[0].key.src_port.max(agg.flows[0].key.dst_port),
+            40000
+        );
+        assert_eq!(agg.defrag_stats().datagrams_reassembled, 1);
+        // A datagram that never completes: counted at the end, later fragments joining
+        // their first fragment's flow.
+        let lone_first = tcp_fragment(0, true, &tcp);
+        let mut lone_first = lone_first;
+        lone_first[18..20].copy_from_slice(&[0x43, 0x21]); // another IP id
+        let sum_at = 14 + 10;
+        lone_first[sum_at..sum_at + 2].copy_from_slice(&[0, 0]);
+        let mut sum: u32 = lone_first[14..34]
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        lone_first[sum_at..sum_at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        agg.packet(&packet(&lone_first, 2600, 0, Direction::Outbound));
+        assert_eq!(agg.totals.packets(), 3);
+        agg.finish();
+        assert_eq!(agg.totals.packets(), 4);
+        assert_eq!(line_of(&agg, "curl").packets_out, 4);
+        assert_eq!(agg.defrag_stats().discarded.incomplete, 1);
+    }
+
     #[test]
     fn loopback_direction_comes_from_the_tagged_process_sockets() {
         let lo = [127, 0, 0, 1];
