@@ -409,6 +409,43 @@ fn app_socket(
     (app, socks[0])
 }
 
+/// The protocol parsers on a tagged capture: curl's HTTP request, read by `apptag fields`
+/// and `apptag creds`'s parser layer, names curl and its pid (what curl itself printed as
+/// its local port ties the line to it).
+#[test]
+fn http_request_fields_name_the_client_application() {
+    require_root();
+    let _g = serial();
+    let m = Mixed::run(61, "fields");
+    let args = [
+        "fields",
+        "-e",
+        "tcp.srcport",
+        "-e",
+        "http.request.method",
+        "-e",
+        "http.request.uri",
+        "-e",
+        "app.name",
+        "-e",
+        "process.pid",
+    ];
+    let mut a: Vec<&std::ffi::OsStr> = vec![args[0].as_ref(), m.file.as_os_str()];
+    a.extend(args[1..].iter().map(|x| std::ffi::OsStr::new(*x)));
+    let out = run_apptag(&a);
+    assert!(
+        out.status.success(),
+        "apptag fields failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("{}\tGET\t/page.html\tcurl\t{}", m.curl.1, m.curl.0);
+    assert!(
+        text.lines().any(|l| l == want),
+        "no line {want:?} in:\n{text}"
+    );
+}
+
 #[test]
 fn apps_json_matches_tshark_conversations() {
     require_root();

@@ -12,7 +12,10 @@
 //! - [`apps`]: the application and process of each stream, on apptag's tagged files;
 //! - [`subscribe`]: the driver over a file and the subscriber API that parsers plug into.
 pub mod apps;
+pub mod creds;
 pub mod defrag;
+pub mod fields;
+pub mod parse;
 pub mod prefix;
 pub mod stream;
 pub mod subscribe;

@@ -3,6 +3,8 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod capture;
+mod creds;
+mod fields;
 mod follow;
 mod privileges;
 mod report_extract;
@@ -59,6 +61,11 @@ enum Cmd {
     Streams(streams::StreamsArgs),
     /// One stream's bytes in order, or every stream of an application into files.
     Follow(follow::FollowArgs),
+    /// The credentials each host sent (logins, HTTP auth, SMTP senders), per application.
+    /// Shows secrets from the capture.
+    Creds(creds::CredsArgs),
+    /// Print fields of packets and protocol elements, like `tshark -T fields -e NAME`.
+    Fields(fields::FieldsArgs),
 }
 
 /// Parses the command line. A bare word where a subcommand goes is a mistyped subcommand
@@ -138,6 +145,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Cmd::Streams(args)) => streams::run(&args),
         Some(Cmd::Follow(args)) => follow::run(&args),
+        Some(Cmd::Creds(args)) => creds::run(&args),
+        Some(Cmd::Fields(args)) => fields::run(&args),
         Some(Cmd::Extract(args)) => {
             let stats = report_extract::run_extract(&args)
                 .with_context(|| format!("extracting from {}", args.file.display()))?;
