@@ -264,7 +264,7 @@ fn buffer_size_reaches_the_kernel_ring_and_a_bad_one_is_named() {
     assert_message_not_backtrace(&o, "-B 0", "-B 0");
     let o = apptag(&["-i", "lo", "-B", "lots", "-w", "b.pcapng"], &dir.0);
     assert!(
-        !o.status.success() && stderr(&o).contains("-B"),
+        !o.status.success() && stderr(&o).contains("'lots' for '--buffer-size <KiB>'"),
         "a -B that is not a number: {}",
         stderr(&o)
     );
