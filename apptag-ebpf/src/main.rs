@@ -24,10 +24,12 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext},
 };
 
-/// Socket events for user space. 16 MiB holds ~150k events: several seconds of a connection
-/// storm even if user space stalls.
+/// Socket events for user space. 8 MiB holds ~75k events: over a second of a 5,000
+/// connections/s storm even if user space stalls (the reader drains it continuously). The
+/// kernel maps the data pages twice into the sensor, so this costs 16 MiB of its RSS: more
+/// would not fit the idle budget (docs/BENCHMARKS.md, "Memory").
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Dedup for send/recv: the task (pid_tgid) that last used each socket. An event is emitted
 /// only when the user changes, so a socket that two threads or processes take turns on

@@ -249,3 +249,87 @@ fn readme_apps_json_example_has_the_shape_of_real_output() {
         "README's `apps --json` example and real output differ:\nREADME: {readme:#}\nreal: {real:#}"
     );
 }
+
+#[test]
+fn buffer_size_reaches_the_kernel_ring_and_a_bad_one_is_named() {
+    let dir = TempDir::new("cli-buffer");
+    // 16 KiB cannot give two threads 8 pages each: refused before anything is opened.
+    let o = apptag(
+        &["-i", "lo", "-B", "16", "--workers", "2", "-w", "b.pcapng"],
+        &dir.0,
+    );
+    assert_message_not_backtrace(&o, "-B too small", "-B 16");
+    assert!(stderr(&o).contains("at least 64 KiB"), "{}", stderr(&o));
+    let o = apptag(&["-i", "lo", "-B", "0", "-w", "b.pcapng"], &dir.0);
+    assert_message_not_backtrace(&o, "-B 0", "-B 0");
+    let o = apptag(&["-i", "lo", "-B", "lots", "-w", "b.pcapng"], &dir.0);
+    assert!(
+        !o.status.success() && stderr(&o).contains("'lots' for '--buffer-size <KiB>'"),
+        "a -B that is not a number: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        files_in(&dir.0),
+        Vec::<String>::new(),
+        "file left for a bad -B"
+    );
+    if !apptag::sys::is_root() {
+        eprintln!("the kernel half needs root (cargo xtask test runs as root)");
+        return;
+    }
+    // The oracle is the kernel's own mapping of each packet ring (/proc/PID/smaps shows
+    // it as socket:[inode]): -B 4096 over 2 threads is two rings of 2048 KiB.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apptag"))
+        .args(["-i", "lo", "-B", "4096", "--workers", "2", "-w", "b.pcapng"])
+        .args(["--duration", "60"])
+        .current_dir(&dir.0)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start apptag");
+    let pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.contains("writing ") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", child.id())).unwrap_or_default();
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("wait apptag");
+    let err = reader.join().unwrap_or_default();
+    assert!(started && status.success(), "apptag did not run:\n{err}");
+    let mut rings = Vec::new();
+    let mut in_socket = false;
+    for line in smaps.lines() {
+        if line
+            .split_whitespace()
+            .nth(5)
+            .is_some_and(|n| n.starts_with("socket:["))
+        {
+            in_socket = true;
+        } else if in_socket && line.starts_with("Size:") {
+            rings.push(
+                line.split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            in_socket = false;
+        }
+    }
+    assert_eq!(rings, ["2048", "2048"], "ring mappings (kB):\n{err}");
+    assert!(
+        err.contains("2 ring(s) of 8 blocks of 256 KiB (4096 KiB in all)"),
+        "the log does not give the geometry:\n{err}"
+    );
+}

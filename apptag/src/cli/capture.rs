@@ -1,7 +1,7 @@
 //! The default command: capture on interfaces into pcapng, tagging every packet.
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use apptag::privileges::User;
 use apptag::sensor::attribution::Mode;
 use apptag::sensor::pipeline::Privileges;
@@ -44,6 +44,11 @@ pub struct CaptureArgs {
     /// the subtree) or container (id prefix); repeatable.
     #[arg(long = "cgroup", value_name = "PATH|ID")]
     cgroups: Vec<String>,
+    /// Ring buffer size in KiB (units of 1024 bytes), like tcpdump -B, but for the whole
+    /// interface: its capture threads share it. Pinned kernel memory; raise it if the
+    /// exit summary shows packets dropped by the kernel in bursts [default: 32768].
+    #[arg(short = 'B', long = "buffer-size", value_name = "KiB")]
+    buffer_kib: Option<u64>,
     /// Capture threads per interface (PACKET_FANOUT) [default: number of CPUs].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -86,6 +91,21 @@ pub fn run(a: CaptureArgs) -> Result<()> {
             "no interface given: use -i IFACE (e.g. -i lo, -i eth0, -i any); see apptag --help"
         );
     }
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let ring_bytes = match a.buffer_kib {
+        None => apptag::sensor::capture::DEFAULT_BUFFER_BYTES,
+        Some(kib) => {
+            let bytes = kib
+                .checked_mul(1024)
+                .with_context(|| format!("-B {kib}: that many KiB do not fit in 64 bits"))?;
+            // Checked now, before the probes attach, so a typo costs nothing.
+            apptag::sensor::capture::RingConfig::for_buffer(bytes, workers)
+                .map_err(|e| anyhow::anyhow!("-B {kib} (ring buffer size in KiB): {e}"))?;
+            bytes
+        }
+    };
     check_privileges(a.attribution, true)?;
     // Before anything is attached: a mistyped user costs nothing.
     let privileges = match (&a.user, a.no_drop) {
@@ -105,9 +125,6 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         (None, false) if !apptag::sys::is_root() => Privileges::DropCapabilities,
         (None, false) => Privileges::Keep,
     };
-    let workers = a
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let cfg = apptag::sensor::pipeline::SensorConfig {
         interfaces: a.interfaces,
         output: a
@@ -120,6 +137,7 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         duration: a.duration.map(Duration::from_secs_f64),
         attribution: a.attribution,
         workers,
+        ring_bytes,
         app_interval: Duration::from_secs_f64(a.app_interval.max(0.1)),
         rotation: apptag::sensor::pipeline::Rotation {
             max_bytes: a.file_size.map(|mb| (mb * 1e6).max(4096.0) as u64),

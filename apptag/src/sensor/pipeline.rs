@@ -2,7 +2,7 @@
 //!
 //! Capture threads (one per fanout member, so one per CPU) copy ring packets into batches
 //! of at most `BATCH_BYTES` and hand them over their own bounded queue. When the writer falls behind, the
-//! channel fills and the capture threads wait, so the kernel rings (hundreds of MiB) absorb
+//! channel fills and the capture threads wait, so the kernel rings (`-B`, 32 MiB per interface by default) absorb
 //! the burst; only when they are full too does the kernel drop, and it counts every drop
 //! (PACKET_STATISTICS), which goes into the file's interface statistics. Nothing is lost
 //! silently and memory stays bounded. The merge thread holds packets for a short
@@ -26,18 +26,19 @@ use crate::{
     sensor::attribution::{
         AttributionError, Attributor, Mode, process::ProcKey, table::SocketTable,
     },
-    sensor::capture::{Capture, CaptureConfig, CaptureError, StopHandle},
+    sensor::capture::{Capture, CaptureConfig, CaptureError, RingConfig, StopHandle},
     sensor::probes::ProbeConfig,
 };
 
 /// Packets are tagged only once they are this old, so late socket events are applied first.
 const MERGE_DELAY_NS: u64 = 100_000_000;
 /// Batches in flight between each capture thread and the writer (at most
-/// QUEUE_BATCHES x BATCH_BYTES of packet data per thread).
-const QUEUE_BATCHES: usize = 32;
+/// QUEUE_BATCHES x BATCH_BYTES = 4 MiB of packet data per thread: the kernel ring, not this
+/// queue, is where bursts wait, and its size is the one the user chooses).
+const QUEUE_BATCHES: usize = 16;
 /// How long the writer sleeps when no queue has anything (far below the merge delay).
 const IDLE_WAIT: Duration = Duration::from_millis(2);
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -83,6 +84,8 @@ pub struct SensorConfig {
     pub duration: Option<Duration>,
     pub attribution: Mode,
     pub workers: usize,
+    /// Ring memory per interface, shared by its `workers` capture threads (`-B`).
+    pub ring_bytes: u64,
     /// How often new and changed application records are appended.
     pub app_interval: Duration,
     pub rotation: Rotation,
@@ -251,6 +254,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         c.promisc = cfg.promisc;
         c.filter = cfg.filter.clone();
         c.idb_index = i as u32;
+        c.ring = RingConfig::for_buffer(cfg.ring_bytes, cfg.workers)?;
         captures.push(Capture::open(&c, cfg.workers)?);
     }
     let infos: Vec<InterfaceInfo> = captures.iter().map(Capture::info).collect();

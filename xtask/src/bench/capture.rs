@@ -8,7 +8,7 @@
 //! (packets/s; default per frame size), `--workers N` (apptag capture threads, default 2),
 //! `--apptag-cmd "TEMPLATE"` (the apptag command to compare; `{iface}`, `{file}` and `{secs}`
 //! are replaced; default `target/release/apptag -i {iface} -w {file} --duration {secs}` when
-//! that binary has `--duration`), `--no-cli` (skip it), `--no-write` (the ring reader
+//! that binary has `--duration`; repeatable, to compare builds or `-B` sizes in one run), `--no-cli` (skip it), `--no-write` (the ring reader
 //! counts packets instead of writing them).
 use std::{
     fmt::Write as _,
@@ -34,7 +34,7 @@ struct Opts {
     frames: Vec<usize>,
     rates: Option<Vec<Rate>>,
     workers: usize,
-    apptag_cmd: Option<String>,
+    apptag_cmd: Vec<String>,
     no_cli: bool,
     no_write: bool,
 }
@@ -45,7 +45,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         frames: vec![60, 1514],
         rates: None,
         workers: 2,
-        apptag_cmd: None,
+        apptag_cmd: Vec::new(),
         no_cli: false,
         no_write: false,
     };
@@ -76,7 +76,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 )
             }
             "--workers" => o.workers = val()?.parse().context("--workers takes a number")?,
-            "--apptag-cmd" => o.apptag_cmd = Some(val()?.clone()),
+            "--apptag-cmd" => o.apptag_cmd.push(val()?.clone()),
             "--no-cli" => o.no_cli = true,
             "--no-write" => o.no_write = true,
             other => bail!("unknown option {other} (see xtask/src/bench/capture.rs)"),
@@ -380,30 +380,30 @@ fn tool_commands(o: &Opts, iface: &str, dir: &Path, secs: f64) -> Result<Vec<Too
 
     if !o.no_cli {
         let bin = util::apptag_bin();
-        let template = match &o.apptag_cmd {
-            Some(t) => Some(t.clone()),
-            None => {
-                let help = Command::new(&bin).arg("--help").output();
-                match help {
-                    Ok(h) if String::from_utf8_lossy(&h.stdout).contains("--duration") => {
-                        Some(format!(
-                            "{} -i {{iface}} -w {{file}} --duration {{secs}}",
-                            bin.display()
-                        ))
-                    }
-                    _ => {
-                        eprintln!(
-                            "note: {} has no --duration yet; comparing the capture layer only \
-                             (pass --apptag-cmd to add a command)",
-                            bin.display()
-                        );
-                        None
-                    }
+        let templates = if o.apptag_cmd.is_empty() {
+            let help = Command::new(&bin).arg("--help").output();
+            match help {
+                Ok(h) if String::from_utf8_lossy(&h.stdout).contains("--duration") => {
+                    vec![format!(
+                        "{} -i {{iface}} -w {{file}} --duration {{secs}}",
+                        bin.display()
+                    )]
+                }
+                _ => {
+                    eprintln!(
+                        "note: {} has no --duration yet; comparing the capture layer only \
+                         (pass --apptag-cmd to add a command)",
+                        bin.display()
+                    );
+                    Vec::new()
                 }
             }
+        } else {
+            o.apptag_cmd.clone()
         };
-        if let Some(t) = template {
-            let file = dir.join("apptag.pcapng");
+        let several = templates.len() > 1;
+        for (k, t) in templates.iter().enumerate() {
+            let file = dir.join(format!("apptag{k}.pcapng"));
             // The tool's own timer is only a backstop; the harness stops it with SIGINT. It
             // must outlast the traffic window, which runs longer than `secs` whenever the
             // generator cannot reach the target rate (it sends rate x secs packets).
@@ -415,7 +415,25 @@ fn tool_commands(o: &Opts, iface: &str, dir: &Path, secs: f64) -> Result<Vec<Too
             let prog = parts.next().context("empty --apptag-cmd")?;
             let mut cmd = Command::new(prog);
             cmd.args(parts);
-            tools.push(("apptag -w".to_string(), cmd, None, Some(file)));
+            // Several commands are told apart by what their templates add to the usual ones.
+            let name = if several {
+                let extra = t
+                    .split_whitespace()
+                    .skip(1)
+                    .filter(|w| !w.contains('{') && !["-i", "-w", "--duration"].contains(w))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let prog = Path::new(t.split_whitespace().next().unwrap_or_default())
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                format!("{prog} -w {extra}").trim_end().to_string()
+            } else {
+                "apptag -w".to_string()
+            };
+            // apptag logs "writing FILE" once its probes and rings are in place.
+            cmd.env("RUST_LOG", "info");
+            tools.push((name, cmd, Some("writing "), Some(file)));
         }
     }
     Ok(tools)
@@ -551,8 +569,8 @@ fn proc_cpu(pid: u32) -> f64 {
 
 fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| frame (captured bytes) | target rate | sent (trafgen) | achieved | veth rx | tool | captured | dropped (kernel) | lost vs rx | CPU s (traffic window) |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| frame (captured bytes) | target rate | sent (trafgen) | achieved | veth rx | tool | captured | dropped (kernel) | lost vs rx | CPU s (traffic window) | CPU µs/packet |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
@@ -568,7 +586,7 @@ fn table(rows: &[Row]) -> String {
             .unwrap_or_else(|| "?".into());
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {:.0} kpps | {} | {}{} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {:.0} kpps | {} | {}{} | {} | {} | {} | {:.2} | {:.3} |",
             r.frame,
             fmt_rate(r.target),
             r.sent,
@@ -580,6 +598,7 @@ fn table(rows: &[Row]) -> String {
             opt(r.out.dropped),
             lost,
             r.cpu,
+            1e6 * r.cpu / r.rx.max(1) as f64,
         );
     }
     t

@@ -137,16 +137,27 @@ pub struct RingConfig {
     pub block_timeout_ms: u32,
 }
 
+/// Default ring memory per interface, all its capture threads together (`-B` changes it).
+/// Ring pages are pinned kernel memory, mapped whole into the sensor (so they count in its
+/// RSS from the start). 32 MiB holds about 0.2 s of 1 Gbps line rate in 64-byte frames and
+/// 0.25 s of full-size frames, and took the bursts measured in docs/BENCHMARKS.md without
+/// loss; tcpdump's default is 2 MiB per socket.
+pub const DEFAULT_BUFFER_BYTES: u64 = 32 << 20;
+/// Largest block: a block is handed to user space when full or after the block timeout, so
+/// smaller blocks reach the reader sooner at low rates.
+const MAX_BLOCK_BYTES: u64 = 1 << 20;
+/// Blocks per ring at least, so that the kernel fills one while user space reads others.
+const MIN_BLOCKS: u64 = 8;
+
 impl Default for RingConfig {
-    /// 64 blocks of 4 MiB (256 MiB per ring): about 2 s of 1 Gbps line rate in 64-byte
-    /// frames per thread before the kernel must drop.
+    /// One ring holding the whole default budget ([`DEFAULT_BUFFER_BYTES`]).
     fn default() -> Self {
-        RingConfig {
-            block_size: 4 << 20,
-            block_count: 64,
+        RingConfig::for_buffer(DEFAULT_BUFFER_BYTES, 1).unwrap_or(RingConfig {
+            block_size: 1 << 20,
+            block_count: 32,
             frame_size: 2048,
             block_timeout_ms: 10,
-        }
+        })
     }
 }
 
@@ -154,6 +165,42 @@ impl RingConfig {
     /// Bytes of one ring.
     pub fn ring_bytes(&self) -> u64 {
         u64::from(self.block_size) * u64::from(self.block_count)
+    }
+
+    /// The geometry of each of `workers` rings sharing `total_bytes` (tcpdump's `-B`, but
+    /// for the whole interface rather than per socket, so that the budget does not grow
+    /// with the number of CPUs). Blocks are a power-of-two number of pages, at most 1 MiB,
+    /// and each ring has at least 8 of them.
+    pub fn for_buffer(total_bytes: u64, workers: usize) -> Result<RingConfig, CaptureError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let workers = workers.max(1) as u64;
+        let per_ring = total_bytes / workers;
+        let min_total = page * MIN_BLOCKS * workers;
+        if per_ring < page * MIN_BLOCKS {
+            return Err(CaptureError::RingConfig(format!(
+                "a ring buffer of {} KiB is too small for {workers} capture thread(s): each                  needs at least {MIN_BLOCKS} pages, so give at least {} KiB (or fewer                  threads)",
+                total_bytes >> 10,
+                min_total >> 10
+            )));
+        }
+        let mut block = MAX_BLOCK_BYTES.max(page);
+        while block > page && per_ring / block < MIN_BLOCKS {
+            block /= 2;
+        }
+        let count = per_ring / block;
+        let (Ok(block_size), Ok(block_count)) = (u32::try_from(block), u32::try_from(count)) else {
+            return Err(CaptureError::RingConfig(format!(
+                "a ring buffer of {} KiB is too large",
+                total_bytes >> 10
+            )));
+        };
+        Ok(RingConfig {
+            block_size,
+            block_count,
+            frame_size: 2048,
+            block_timeout_ms: 10,
+        })
     }
 }
 
@@ -415,12 +462,15 @@ impl Capture {
             readers.push(reader);
         }
         let sockets = readers.iter().map(|r| Arc::downgrade(r.socket())).collect();
-        log::debug!(
-            "capturing on {} (linktype {}) with {} ring(s) of {} MiB, fanout group {:?}",
+        log::info!(
+            "capturing on {} (linktype {}) with {} ring(s) of {} blocks of {} KiB ({} KiB in \
+             all), fanout group {:?}",
             iface.name,
             iface.linktype,
             workers,
-            config.ring.ring_bytes() >> 20,
+            config.ring.block_count,
+            config.ring.block_size >> 10,
+            (config.ring.ring_bytes() * workers as u64) >> 10,
             group
         );
         Ok(Capture {
@@ -495,7 +545,7 @@ mod tests {
     #[test]
     fn default_ring_is_what_the_kernel_accepts() {
         let r = RingConfig::default();
-        assert_eq!(r.ring_bytes(), 256 << 20);
+        assert_eq!(r.ring_bytes(), DEFAULT_BUFFER_BYTES);
         ring::validate(&r, "lo").expect("default geometry is valid");
         assert!(
             ring::validate(
@@ -516,6 +566,24 @@ mod tests {
                 "lo"
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn buffer_is_split_over_the_threads() {
+        let r = RingConfig::for_buffer(32 << 20, 2).expect("32 MiB over 2 threads");
+        assert_eq!((r.block_size, r.block_count), (1 << 20, 16));
+        ring::validate(&r, "lo").expect("valid geometry");
+        // Small buffers get smaller blocks, never fewer than MIN_BLOCKS of them.
+        let r = RingConfig::for_buffer(2 << 20, 4).expect("2 MiB over 4 threads");
+        assert_eq!(r.ring_bytes(), 512 << 10);
+        assert!(u64::from(r.block_count) >= MIN_BLOCKS);
+        ring::validate(&r, "lo").expect("valid geometry");
+        let e = RingConfig::for_buffer(16 << 10, 2).expect_err("16 KiB is too small");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("16 KiB") && msg.contains("at least 64 KiB"),
+            "{msg}"
         );
     }
 }
