@@ -3,6 +3,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod capture;
+mod export;
 mod privileges;
 mod report_extract;
 mod sockets;
@@ -53,6 +54,8 @@ enum Cmd {
     /// Write one application's packets (with its process and application records) to a new
     /// pcapng file.
     Extract(report_extract::ExtractArgs),
+    /// Flow records (ECS) of capture files: NDJSON, Parquet or ClickHouse.
+    Export(export::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -81,5 +84,6 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Cmd::Export(args)) => export::run(&args),
     }
 }

@@ -840,7 +840,7 @@ pub fn default_output() -> PathBuf {
 }
 
 /// UTC calendar time from Unix seconds (days-from-civil inverse).
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
