@@ -11,6 +11,7 @@ use std::{
 
 use apptag::sensor::probes::{EventStream, ProbeConfig, Probes};
 
+pub mod engines;
 pub mod netns;
 pub mod oracle;
 pub mod sensor;

@@ -20,12 +20,15 @@ pub fn ndjson(records: &[Value], out: &mut Vec<u8>) {
 
 /// The columns of the ClickHouse table: ECS names, flat. Dates are `DateTime('UTC')`
 /// (seconds; ClickHouse 18 has no sub-second type); `event.duration` keeps nanoseconds.
+/// ClickHouse takes dotted array columns for a Nested structure whose arrays must have one
+/// length, so ECS's keyword arrays are joined with `,` and `process.args` is left to
+/// `process.command_line`.
 pub const CLICKHOUSE_COLUMNS: &[(&str, &str)] = &[
     ("@timestamp", "DateTime('UTC')"),
     ("event.id", "String"),
     ("event.kind", "String"),
-    ("event.category", "Array(String)"),
-    ("event.type", "Array(String)"),
+    ("event.category", "String"),
+    ("event.type", "String"),
     ("event.start", "DateTime('UTC')"),
     ("event.end", "DateTime('UTC')"),
     ("event.duration", "UInt64"),
@@ -49,7 +52,6 @@ pub const CLICKHOUSE_COLUMNS: &[(&str, &str)] = &[
     ("process.name", "String"),
     ("process.executable", "String"),
     ("process.command_line", "String"),
-    ("process.args", "Array(String)"),
     ("process.parent.pid", "UInt32"),
     ("process.start", "DateTime('UTC')"),
     ("user.id", "String"),
@@ -101,6 +103,11 @@ fn flatten_into(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
                 flatten_into(&key, v, out);
             }
         }
+        Value::Array(_) if prefix == "process.args" => {}
+        Value::Array(a) => {
+            let words: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+            out.insert(prefix.to_string(), Value::from(words.join(",")));
+        }
         Value::Bool(b) => {
             out.insert(prefix.to_string(), Value::from(u8::from(*b)));
         }
@@ -132,8 +139,10 @@ pub fn clickhouse_rows(records: &[Value], out: &mut Vec<u8>) {
     }
 }
 
+/// Microseconds: Spark refuses Parquet TIMESTAMP(NANOS); `apptag.capture.first_ns/last_ns`
+/// keep the nanoseconds.
 fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
 }
 
 fn strct(fields: Vec<Field>) -> DataType {
