@@ -4,11 +4,12 @@
 //! captures ([`offline`]) or live from the sensor ([`live`]) on a tokio runtime of its own.
 //! docs/EXPORT.md documents the fields; docs/FLEET.md how a fleet is wired.
 pub mod encode;
-// live: below
+pub mod live;
 pub mod offline;
 pub mod record;
 pub mod sink;
 
+pub use live::{CountersSnapshot, ExportCounters, ExportHandle, Exporter, LiveConfig};
 pub use record::{FlowRecord, community_id};
 pub use sink::Target;
 

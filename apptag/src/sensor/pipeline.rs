@@ -72,6 +72,9 @@ pub struct SensorConfig {
     /// cgroup paths (as in /proc/PID/cgroup, e.g. `/system.slice/nginx.service`) or
     /// container ids; a process matches when its cgroup is at or below one of them.
     pub cgroups: Vec<String>,
+    /// Live flow-record export (`--export`): fed each periodic and final table, never
+    /// waited on (see `export::live`).
+    pub export: Option<crate::export::ExportHandle>,
 }
 
 /// Totals printed at the end.
@@ -288,6 +291,9 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
             last_apps = Instant::now();
             let apps = merge.apps();
             out.periodic(&apps)?;
+            if let Some(x) = &cfg.export {
+                x.table(&out.path, &apps, merge.procs.values());
+            }
         }
         if status.due() {
             status.update(&merge.summary, &merge.apps_top());
@@ -299,7 +305,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     status.clear();
     merge.summary.kernel_dropped = captures.iter().map(|c| c.stats().os_dropped).sum();
     let apps = merge.apps();
-    out.close(&apps, &captures)?;
+    out.close(&apps, &merge.procs, &captures)?;
     if let Some(k) = attributor.kernel_stats()
         && k.ringbuf_full > 0
     {
@@ -360,6 +366,7 @@ struct Output {
     stats_base: Vec<InterfaceStats>,
     /// -G with -W reached its last file.
     finished: bool,
+    export: Option<crate::export::ExportHandle>,
 }
 
 impl Output {
@@ -378,6 +385,7 @@ impl Output {
             opened_ns: crate::sys::now_ns(),
             stats_base: vec![InterfaceStats::default(); interfaces.len()],
             finished: false,
+            export: cfg.export.clone(),
         })
     }
 
@@ -409,11 +417,15 @@ impl Output {
     fn finish_file(
         &mut self,
         apps: &[AppRecord],
+        procs: &HashMap<ProcKey, crate::model::ProcessInfo>,
         captures: &[Capture],
     ) -> Result<(), PipelineError> {
         self.writer
             .write_app_records(apps, true)
             .map_err(|e| self.err(e))?;
+        if let Some(x) = &self.export {
+            x.end_of_file(&self.path, apps, procs.values());
+        }
         let end_ns = crate::sys::now_ns();
         for (i, c) in captures.iter().enumerate() {
             let now = c.stats();
@@ -438,8 +450,13 @@ impl Output {
     }
 
     /// Closes the current file and opens the next. Returns false when -G/-W says stop.
-    fn rotate(&mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<bool, PipelineError> {
-        self.finish_file(apps, captures)?;
+    fn rotate(
+        &mut self,
+        apps: &[AppRecord],
+        procs: &HashMap<ProcKey, crate::model::ProcessInfo>,
+        captures: &[Capture],
+    ) -> Result<bool, PipelineError> {
+        self.finish_file(apps, procs, captures)?;
         let next = self.seq + 1;
         if self.rotation.max_bytes.is_none() && self.rotation.max_files.is_some_and(|w| next >= w) {
             self.finished = true;
@@ -455,8 +472,13 @@ impl Output {
         Ok(true)
     }
 
-    fn close(mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<(), PipelineError> {
-        self.finish_file(apps, captures)
+    fn close(
+        mut self,
+        apps: &[AppRecord],
+        procs: &HashMap<ProcKey, crate::model::ProcessInfo>,
+        captures: &[Capture],
+    ) -> Result<(), PipelineError> {
+        self.finish_file(apps, procs, captures)
     }
 }
 
@@ -581,8 +603,8 @@ impl Merge {
                 let apps = self.apps();
                 // The next file describes only its own packets.
                 self.sockets.clear();
-                self.procs.clear();
-                if !out.rotate(&apps, captures)? {
+                let procs = std::mem::take(&mut self.procs);
+                if !out.rotate(&apps, &procs, captures)? {
                     return Ok(());
                 }
             }
