@@ -73,6 +73,17 @@ fn curl(pair: &NetnsPair) {
 /// http.server, a UDP sender and a TCP client (both apptag-traffic), captured by apptag
 /// with `args`. Returns the capture files, in order.
 fn capture(pair: &NetnsPair, dir: &TempDir, args: &[&str], rounds: usize) -> Vec<PathBuf> {
+    capture_with(pair, dir, args, rounds, &mut |_| {}).0
+}
+
+/// As [`capture`], calling `during(i)` before round `i`; also returns apptag's stderr.
+fn capture_with(
+    pair: &NetnsPair,
+    dir: &TempDir,
+    args: &[&str],
+    rounds: usize,
+    during: &mut dyn FnMut(usize),
+) -> (Vec<PathBuf>, String) {
     let _http = http_server(pair, dir);
     let mut udp_rx = Traffic::start_with(
         pair.command(traffic_bin()),
@@ -94,6 +105,7 @@ fn capture(pair: &NetnsPair, dir: &TempDir, args: &[&str], rounds: usize) -> Vec
     // With -G the first file is still cap.pcapng, then cap.1.pcapng...
     let sensor = Sensor::start_waiting_for(Command::new(apptag_bin()), &file, &file, &all);
     for i in 0..rounds {
+        during(i);
         curl(pair);
         if i == 0 {
             let mut t = Traffic::start("udp-ping", &format!("{}:{UDP_PORT}", pair.ns_ip), "5");
@@ -116,7 +128,7 @@ fn capture(pair: &NetnsPair, dir: &TempDir, args: &[&str], rounds: usize) -> Vec
         .map(|n| dir.file(&n))
         .collect();
     files.sort_by_key(|p| rotation_index(p));
-    files
+    (files, err)
 }
 
 fn apptag_bin() -> PathBuf {
@@ -320,4 +332,135 @@ fn ndjson_matches_the_ecs_schema_and_the_reference_community_id() {
         protos.contains("tcp") && protos.contains("udp"),
         "TCP and UDP flows expected, got {protos:?}"
     );
+}
+
+fn fleet_table(ch: &ClickHouse) -> String {
+    ch.query("CREATE DATABASE IF NOT EXISTS fleet");
+    let ddl = run_apptag(&["export".as_ref(), "--clickhouse-ddl".as_ref()]);
+    ch.query(&String::from_utf8_lossy(&ddl.stdout).replace("`apptag`.`flows`", "`fleet`.`flows`"));
+    format!("clickhouse://127.0.0.1:{}/fleet.flows", ch.port)
+}
+
+fn clickhouse_sums(ch: &ClickHouse) -> BTreeMap<String, (u64, u64)> {
+    parse_sums(&ch.query(
+        "SELECT `process.name`, sum(`network.bytes`), sum(`network.packets`) \
+         FROM fleet.flows FINAL GROUP BY `process.name` ORDER BY `process.name` FORMAT TSV",
+    ))
+}
+
+/// The number before `word` in the sensor's summary ("12 spooled").
+fn counter(stderr: &str, word: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("flow records exported"))
+        .unwrap_or_else(|| panic!("no export summary in:\n{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[1].trim_end_matches([',', ')']) == word)
+        .and_then(|w| w[0].trim_start_matches('(').parse().ok())
+        .unwrap_or_else(|| panic!("no `N {word}` in {line:?}"))
+}
+
+#[test]
+fn live_export_to_clickhouse_equals_the_report_of_the_same_capture() {
+    require_root();
+    let _g = serial();
+    let ch = ClickHouse::start("live");
+    let url = fleet_table(&ch);
+    let pair = NetnsPair::new(74);
+    let dir = TempDir::new("export-live");
+    let (files, err) = capture_with(
+        &pair,
+        &dir,
+        &["--export", &url, "--export-interval", "1"],
+        8,
+        &mut |_| {},
+    );
+    assert_eq!(counter(&err, "dropped"), 0, "{err}");
+    let want = report_by_app(&files);
+    assert!(want.contains_key("curl"), "no curl in {want:?}");
+    assert_eq!(
+        clickhouse_sums(&ch),
+        want,
+        "live ClickHouse vs apptag report --json"
+    );
+    // Every flow's last record is its final one, and interim ones were sent on the way.
+    let open = ch.query("SELECT count() FROM fleet.flows FINAL WHERE `apptag.final` = 0");
+    assert_eq!(open.trim(), "0", "flows without a final record");
+    let interim = ch.query("SELECT count() FROM fleet.flows WHERE `apptag.final` = 0");
+    assert!(
+        interim.trim().parse::<u64>().unwrap_or(0) > 0,
+        "no interim record over a 3 s capture with --export-interval 1"
+    );
+    // The offline export of the file makes the same flows: FINAL still holds one each.
+    let before = ch.query("SELECT count() FROM fleet.flows FINAL");
+    let host = ch.query("SELECT any(`host.name`) FROM fleet.flows FORMAT TSV");
+    let mut args: Vec<&std::ffi::OsStr> = vec!["export".as_ref()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let host = host.trim().to_string();
+    args.extend([
+        std::ffi::OsStr::new("--host-name"),
+        host.as_ref(),
+        "--clickhouse".as_ref(),
+        url.as_ref(),
+    ]);
+    assert!(run_apptag(&args).status.success());
+    assert_eq!(ch.query("SELECT count() FROM fleet.flows FINAL"), before);
+    assert_eq!(clickhouse_sums(&ch), want);
+}
+
+#[test]
+fn clickhouse_down_for_ten_seconds_loses_no_record() {
+    require_root();
+    let _g = serial();
+    let mut ch = ClickHouse::start("fault");
+    let url = fleet_table(&ch);
+    let pair = NetnsPair::new(75);
+    let dir = TempDir::new("export-fault");
+    let spool = dir.file("spool");
+    let mut down: Option<Instant> = None;
+    let mut resumed = false;
+    let (files, err) = capture_with(
+        &pair,
+        &dir,
+        &[
+            "--export",
+            &url,
+            "--export-interval",
+            "1",
+            "--spool-dir",
+            spool.to_str().expect("UTF-8 path"),
+        ],
+        40,
+        &mut |i| {
+            if i == 4 {
+                ch.pause();
+                down = Some(Instant::now());
+            }
+            if !resumed && down.is_some_and(|d| d.elapsed() >= Duration::from_secs(10)) {
+                ch.resume();
+                resumed = true;
+            }
+        },
+    );
+    assert!(resumed, "the traffic ended before the server was back");
+    assert!(err.contains("0 packets dropped by kernel"), "{err}");
+    let spooled = counter(&err, "spooled");
+    assert!(spooled > 0, "nothing spooled during a 10 s outage:\n{err}");
+    assert_eq!(counter(&err, "replayed"), spooled, "{err}");
+    assert_eq!(counter(&err, "dropped"), 0, "{err}");
+    let want = report_by_app(&files);
+    assert_eq!(
+        clickhouse_sums(&ch),
+        want,
+        "ClickHouse after the outage vs apptag report --json"
+    );
+    let left = std::fs::read_dir(&spool)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .count();
+    assert_eq!(left, 0, "the spool was not emptied");
 }

@@ -655,9 +655,9 @@ mod tests {
             s.pop(seq);
         }
         assert_eq!(order, vec![2, 3]);
-        // 60 bytes hold six 9-byte lines, not more.
+        // 60 bytes hold seven 8-byte lines ({"n":5} and a newline), not more.
         let pushed = (0..10).filter(|&i| s.push(&b(i))).count();
-        assert_eq!(pushed, 6);
+        assert_eq!(pushed, 7);
         let _ = std::fs::remove_dir_all(&root);
     }
 }
