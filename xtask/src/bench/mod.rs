@@ -2,6 +2,7 @@
 //! input in the same run, and prints a Markdown table for docs/BENCHMARKS.md.
 mod attribution;
 mod capture;
+mod export;
 mod pcapng;
 mod report;
 
@@ -18,6 +19,8 @@ pub enum Name {
     Capture,
     /// `apptag report` on a multi-GB capture vs tshark (issue: application view).
     Report,
+    /// Flow-record export: records/s per encoding on one core (issue: fleets).
+    Export,
 }
 
 pub fn run(name: Name, args: &[String]) -> Result<()> {
@@ -26,5 +29,6 @@ pub fn run(name: Name, args: &[String]) -> Result<()> {
         Name::Pcapng => pcapng::run(args),
         Name::Report => report::run(args),
         Name::Capture => capture::run(args),
+        Name::Export => export::run(args),
     }
 }
