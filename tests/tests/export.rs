@@ -389,6 +389,17 @@ fn clickhouse_sums(ch: &ClickHouse) -> BTreeMap<String, (u64, u64)> {
     ))
 }
 
+/// How many flows miss a record: a flow's sequences are 0, 1, ... up to its final one.
+fn holes(ch: &ClickHouse) -> String {
+    ch.query(
+        "SELECT count() FROM (SELECT `apptag.flow_id`, max(`apptag.sequence`) + 1 \
+         - uniqExact(`apptag.sequence`) AS missing FROM fleet.flows \
+         GROUP BY `apptag.flow_id`) WHERE missing > 0",
+    )
+    .trim()
+    .to_string()
+}
+
 /// The number before `word` in the sensor's summary ("12 spooled").
 fn counter(stderr: &str, word: &str) -> u64 {
     let line = stderr
@@ -427,6 +438,7 @@ fn live_export_to_clickhouse_equals_the_report_of_the_same_capture() {
         &files,
         "live ClickHouse vs apptag report --json",
     );
+    assert_eq!(holes(&ch), "0", "flows with missing records");
     // Every flow's last record is its final one, and interim ones were sent on the way.
     let open = ch.query("SELECT count() FROM fleet.flows FINAL WHERE `apptag.final` = 0");
     assert_eq!(open.trim(), "0", "flows without a final record");
@@ -498,6 +510,12 @@ fn clickhouse_down_for_ten_seconds_loses_no_record() {
         &want,
         &files,
         "ClickHouse after the outage vs apptag report --json",
+    );
+    // Every record arrived: per flow, the sequences 0..=last are all there.
+    assert_eq!(
+        holes(&ch),
+        "0",
+        "records lost during the outage (flows with missing sequences)"
     );
     let left = std::fs::read_dir(&spool)
         .into_iter()
