@@ -38,7 +38,7 @@ fn data(n: usize) -> (Vec<AppRecord>, Vec<ProcessInfo>) {
         let sockets = (0..50.min(n - a * 50))
             .map(|i| {
                 let k = (a * 50 + i) as u64;
-                let v6 = k % 4 == 0;
+                let v6 = k.is_multiple_of(4);
                 SocketRecord {
                     local_addr: if v6 {
                         "2001:db8::1".parse().unwrap()
@@ -52,7 +52,7 @@ fn data(n: usize) -> (Vec<AppRecord>, Vec<ProcessInfo>) {
                         "10.0.1.2".parse().unwrap()
                     },
                     remote_port: 443,
-                    protocol: if k % 3 == 0 { 17 } else { 6 },
+                    protocol: if k.is_multiple_of(3) { 17 } else { 6 },
                     first_ns: 1_700_000_001_000_000_000 + k,
                     last_ns: 1_700_000_002_000_000_000 + k,
                     packets_in: 10 + k % 100,
