@@ -43,6 +43,8 @@ pub mod hook {
     pub const SOCK_RELEASE: u32 = 13;
     pub const SKB_EGRESS: u32 = 14;
     pub const SKB_INGRESS: u32 = 15;
+    /// `tp_btf/tcp_sendmsg_locked`: a TCP send begins, before any packet of it leaves.
+    pub const TCP_SENDMSG: u32 = 16;
 
     /// A short, stable name for reports and the application-record block.
     pub const fn name(hook: u32) -> &'static str {
@@ -62,6 +64,7 @@ pub mod hook {
             SOCK_RELEASE => "sock_release",
             SKB_EGRESS => "cgroup_skb_egress",
             SKB_INGRESS => "cgroup_skb_ingress",
+            TCP_SENDMSG => "tcp_sendmsg_locked",
             _ => "unknown",
         }
     }
@@ -69,6 +72,28 @@ pub mod hook {
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
+
+/// IP protocol numbers (IPPROTO_*), as in IP headers and the kernel's socket tables.
+pub mod ipproto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+    pub const UDPLITE: u8 = 136;
+    pub const RAW: u8 = 255;
+}
+
+/// Which way a packet crossed the socket, in [`SockEvent::direction`] of FLOW events.
+pub mod direction {
+    /// Leaving the socket (cgroup_skb egress).
+    pub const EGRESS: u8 = 1;
+    /// Arriving at the socket (cgroup_skb ingress).
+    pub const INGRESS: u8 = 2;
+}
+
+/// TCP_LISTEN: the TCP state of a listening socket in sock_diag and /proc/net/tcp.
+pub const TCP_LISTEN: u8 = 10;
 
 /// One socket event, written by the kernel programs into the `EVENTS` ring buffer.
 ///
@@ -103,7 +128,7 @@ pub struct SockEvent {
     pub remote_port: u16,
     /// 1 when the task fields (pid, tid, comm, uid...) belong to the socket's user.
     pub task_valid: u8,
-    /// For FLOW events: 1 egress (packet leaving the socket), 2 ingress.
+    /// For FLOW events: [`direction::EGRESS`] or [`direction::INGRESS`].
     pub direction: u8,
     /// Byte count for SEND/RECV events where the hook reports one.
     pub len: u32,
@@ -139,16 +164,6 @@ impl SockEvent {
     }
 }
 
-/// Key of the kernel's per-socket dedup map: one entry per (cookie, task) so that a
-/// send/recv event is only emitted the first time a given thread uses a socket.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockTaskKey {
-    pub cookie: u64,
-    pub pid: u32,
-    pub tid: u32,
-}
-
 /// Key of the kernel's flow dedup map: one FLOW event per (socket, 5-tuple).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +193,6 @@ mod pod {
     // SAFETY: plain repr(C) structs of integers and byte arrays with no implicit padding
     // (checked by the layout tests below), so every bit pattern is valid.
     unsafe impl aya::Pod for super::SockEvent {}
-    unsafe impl aya::Pod for super::SockTaskKey {}
     unsafe impl aya::Pod for super::FlowKey {}
 }
 
@@ -197,7 +211,6 @@ mod tests {
 
     #[test]
     fn keys_have_no_padding() {
-        assert_eq!(size_of::<SockTaskKey>(), 16);
         assert_eq!(size_of::<FlowKey>(), 8 + 32 + 8);
     }
 }

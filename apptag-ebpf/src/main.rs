@@ -11,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-use apptag_common::{AF_INET, AF_INET6, FlowKey, SockEvent, SockTaskKey, hook, kind, stat};
+use apptag_common::{AF_INET, AF_INET6, FlowKey, SockEvent, direction, hook, ipproto, kind, stat};
 use aya_ebpf::{
     EbpfContext,
     bindings::{bpf_sock, bpf_sock_addr},
@@ -29,10 +29,11 @@ use aya_ebpf::{
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Dedup for send/recv: the last (cookie, task) pairs already reported. Without it every
-/// send() would produce an event.
+/// Dedup for send/recv: the task (pid_tgid) that last used each socket. An event is emitted
+/// only when the user changes, so a socket that two threads or processes take turns on
+/// reports every turn, and a socket with one user reports once.
 #[map]
-static SEEN_TASK: LruHashMap<SockTaskKey, u8> = LruHashMap::with_max_entries(65536, 0);
+static LAST_USER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// Dedup for FLOW: (cookie, 5-tuple) pairs already reported.
 #[map]
@@ -41,10 +42,11 @@ static SEEN_FLOW: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(262144,
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-const IPPROTO_TCP: u16 = 6;
-const IPPROTO_UDP: u16 = 17;
-const IPPROTO_UDPLITE: u16 = 136;
-const IPPROTO_SCTP: u16 = 132;
+// The socket's protocol field is 16 bits wide.
+const IPPROTO_TCP: u16 = ipproto::TCP as u16;
+const IPPROTO_UDP: u16 = ipproto::UDP as u16;
+const IPPROTO_UDPLITE: u16 = ipproto::UDPLITE as u16;
+const IPPROTO_SCTP: u16 = ipproto::SCTP as u16;
 
 // sock_ops operations (uapi/linux/bpf.h).
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
@@ -206,7 +208,7 @@ pub fn apptag_sock_release(ctx: SockContext) -> i32 {
 #[inline(always)]
 fn sock_addr_event<const V6: bool>(ctx: &SockAddrContext, ev_kind: u32, ev_hook: u32, dedup: bool) {
     let cookie = sock_cookie(ctx);
-    if dedup && !first_use(cookie) {
+    if dedup && !user_changed(cookie) {
         return;
     }
     let sa: *const bpf_sock_addr = ctx.sock_addr;
@@ -268,20 +270,18 @@ pub fn apptag_recvmsg6(ctx: SockAddrContext) -> i32 {
     1
 }
 
-/// True the first time the current thread uses socket `cookie` (as far as the LRU remembers).
-/// Keyed by thread so that a forked child or a second thread is reported too.
+/// True when the current thread is not the last one that used socket `cookie` (as far as
+/// the LRU remembers), and records it as the last one.
 #[inline(always)]
-fn first_use(cookie: u64) -> bool {
+fn user_changed(cookie: u64) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let key = SockTaskKey {
-        cookie,
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-    };
-    if SEEN_TASK.get_ptr(&key).is_some() {
+    let last = LAST_USER.get_ptr(&cookie);
+    // SAFETY: a pointer the map just returned to a u64 value; a concurrent update can only
+    // make this read stale, which at worst emits one event more.
+    if last.is_some_and(|p| unsafe { *p } == pid_tgid) {
         return false;
     }
-    let _ = SEEN_TASK.insert(&key, &1, 0);
+    let _ = LAST_USER.insert(&cookie, &pid_tgid, 0);
     true
 }
 
@@ -340,7 +340,7 @@ fn length_event(ctx: &BtfTracePointContext, ev_kind: u32, ev_hook: u32) {
     let ret: i32 = ctx.arg(1);
     // SAFETY: sk is a BTF-typed struct sock pointer, which this helper accepts.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    if cookie == 0 || !first_use(cookie) {
+    if cookie == 0 || !user_changed(cookie) {
         return;
     }
     emit(|ev| {
@@ -359,6 +359,32 @@ pub fn apptag_send_length(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// The start of every TCP send, in the sending task, before the send pushes any packet: a
+/// new user of a TCP socket is reported here, so its event is stamped before its first
+/// packet. `sock_send_length` fires only when the send returns, after a loopback packet (or
+/// any packet sent in the syscall) has already been captured.
+#[btf_tracepoint(function = "tcp_sendmsg_locked")]
+pub fn apptag_tcp_sendmsg(ctx: BtfTracePointContext) -> i32 {
+    // Arguments: (const struct sock *sk, const struct msghdr *msg, const struct sk_buff
+    // *skb, int size_goal).
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    // SAFETY: sk is a BTF-typed struct sock pointer, which this helper accepts.
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    if cookie == 0 || !user_changed(cookie) {
+        return 0;
+    }
+    emit(|ev| {
+        ev.ts_ns = now();
+        ev.cookie = cookie;
+        ev.kind = kind::SEND;
+        ev.hook = hook::TCP_SENDMSG;
+        ev.family = 0;
+        ev.protocol = IPPROTO_TCP;
+        fill_task(ev);
+    });
+    0
+}
+
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn apptag_recv_length(ctx: BtfTracePointContext) -> i32 {
     length_event(&ctx, kind::RECV, hook::RECV_LENGTH);
@@ -370,7 +396,7 @@ pub fn apptag_recv_length(ctx: BtfTracePointContext) -> i32 {
 // ---------------------------------------------------------------------------------------
 
 #[inline(always)]
-fn skb_flow(ctx: &SkBuffContext, direction: u8) {
+fn skb_flow(ctx: &SkBuffContext, dir: u8) {
     bump(stat::SKB_PACKETS);
     let cookie = sock_cookie(ctx);
     if cookie == 0 {
@@ -425,7 +451,26 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
             dport = u16::from_be(ports[1]);
         }
     }
-    if direction == 1 {
+    // A UDP datagram leaves in the context of the task that sends it (there are no
+    // retransmissions or ACKs sent from softirq): a new sender is named here, before the
+    // capture sees its first datagram. TCP packets can leave from softirq (ACKs, timers),
+    // where the current task is unrelated, so TCP uses tcp_sendmsg_locked instead.
+    if dir == direction::EGRESS
+        && (p == IPPROTO_UDP || p == IPPROTO_UDPLITE)
+        && user_changed(cookie)
+    {
+        let (family, protocol) = (key.family, key.protocol);
+        emit(|ev| {
+            ev.ts_ns = now();
+            ev.cookie = cookie;
+            ev.kind = kind::SEND;
+            ev.hook = hook::SKB_EGRESS;
+            ev.family = family;
+            ev.protocol = protocol;
+            fill_task(ev);
+        });
+    }
+    if dir == direction::EGRESS {
         key.local_addr = src;
         key.remote_addr = dst;
         key.local_port = sport;
@@ -445,12 +490,12 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
         ev.ts_ns = now();
         ev.cookie = cookie;
         ev.kind = kind::FLOW;
-        ev.hook = if direction == 1 {
+        ev.hook = if dir == direction::EGRESS {
             hook::SKB_EGRESS
         } else {
             hook::SKB_INGRESS
         };
-        ev.direction = direction;
+        ev.direction = dir;
         ev.uid = uid;
         ev.family = key.family;
         ev.protocol = key.protocol;
@@ -463,13 +508,13 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
 
 #[cgroup_skb(egress)]
 pub fn apptag_skb_egress(ctx: SkBuffContext) -> i32 {
-    skb_flow(&ctx, 1);
+    skb_flow(&ctx, direction::EGRESS);
     1
 }
 
 #[cgroup_skb(ingress)]
 pub fn apptag_skb_ingress(ctx: SkBuffContext) -> i32 {
-    skb_flow(&ctx, 2);
+    skb_flow(&ctx, direction::INGRESS);
     1
 }
 

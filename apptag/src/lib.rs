@@ -14,6 +14,8 @@ pub mod dissect;
 pub mod export;
 pub mod model;
 pub mod pcapng;
+pub mod privileges;
 pub mod report;
 pub mod sensor;
 pub mod sys;
+pub mod units;

@@ -170,13 +170,20 @@ impl Drop for Mount {
     }
 }
 
+/// The full-disk tests mount a small tmpfs: CI runs as root, so a run without root fails
+/// instead of passing without testing anything.
+fn require_root_for_tmpfs() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the full-disk tests mount a tmpfs and must run as root (cargo xtask test does that)"
+    );
+}
+
 #[test]
 fn full_disk_cuts_the_file_back_to_its_last_complete_block() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("full_disk test needs root to mount a tmpfs (cargo xtask test runs as root)");
-        return;
-    }
+    require_root_for_tmpfs();
     let dir = TempDir::new("enospc");
     let mnt = dir.path("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
@@ -244,5 +251,111 @@ fn full_disk_cuts_the_file_back_to_its_last_complete_block() {
     assert_eq!(
         blocks, written_apps,
         "every app-record block reported written is in the file"
+    );
+}
+
+#[test]
+fn with_a_reserve_a_full_disk_still_gets_the_final_table_and_statistics() {
+    require_root_for_tmpfs();
+    let dir = TempDir::new("reserve");
+    let mnt = dir.path("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let o = run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            mnt.to_str().unwrap_or(""),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _guard = Mount(mnt.clone());
+    let f = mnt.join("full.pcapng");
+    let mut w = Writer::create(&f, &SectionInfo::detect()).expect("create");
+    let ifid = w.add_interface(&eth_lo()).expect("idb");
+    assert!(w.keep_reserve().expect("reserve"), "tmpfs preallocates");
+    // A table of 20 applications: its final write is larger than the base reserve alone.
+    let table: Vec<_> = (0..20)
+        .map(|i| app(&format!("app{i}"), 100 + i, 100))
+        .collect();
+    w.write_app_changes(&table).expect("periodic");
+    let data = frame();
+    let err = (0..10_000_000u64)
+        .find_map(|i| {
+            w.write_packet(&Packet {
+                ts_ns: T0 + i,
+                interface: ifid,
+                orig_len: 64,
+                data: &data,
+                direction: Direction::Inbound,
+                pid: 100,
+                tid: 100,
+            })
+            .err()
+        })
+        .expect("a 1 MiB tmpfs never filled up");
+    assert!(matches!(err, PcapngError::DiskFull { .. }), "{err}");
+    assert!(w.disk_full());
+    let packets = w.packets_written();
+    // Another writer on the same file system takes whatever space is left: only the
+    // reserve remains for the end of the file.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(mnt.join("filler")).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while filler.write_all(&chunk).is_ok() {}
+    }
+    w.write_app_records(&table, true)
+        .expect("the final table fits the reserve");
+    w.write_interface_stats(0, &apptag::model::InterfaceStats::default())
+        .expect("the statistics fit the reserve");
+    w.flush().expect("flush");
+    drop(w);
+    assert_tools_accept(&f);
+    let (n, blocks, errors) = scan(&f);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        n as u64, packets,
+        "packets_written counts what the file holds"
+    );
+    assert!(blocks >= 2, "periodic and final blocks: {blocks}");
+    let report = apptag::pcapng::apps::collect(&f).expect("apps");
+    assert!(report.final_table, "final table complete");
+    assert_eq!(report.apps.len(), 20);
+    let info = stdout_of("capinfos", &[f.to_str().unwrap_or("")]);
+    assert!(info.contains("Number of stat entries = 1"), "{info}");
+}
+
+#[test]
+fn a_closed_file_gives_its_reserve_back() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("reserve-back");
+    let f = dir.path("small.pcapng");
+    let mut w = Writer::create(&f, &SectionInfo::detect()).expect("create");
+    w.add_interface(&eth_lo()).expect("idb");
+    let reserved = w.keep_reserve().expect("reserve");
+    w.write_app_changes(&[app("curl", 4242, 2)])
+        .expect("periodic");
+    let held = std::fs::metadata(&f).expect("stat").blocks() * 512;
+    if reserved {
+        assert!(
+            held >= apptag::pcapng::writer::RESERVE_BASE,
+            "reserve not allocated: {held}"
+        );
+    }
+    drop(w);
+    let m = std::fs::metadata(&f).expect("stat");
+    let allocated = m.blocks() * 512;
+    assert!(
+        allocated <= m.len().next_multiple_of(4096) + 4096,
+        "a closed {}-byte file still holds {allocated} bytes of disk",
+        m.len()
     );
 }

@@ -31,16 +31,39 @@ fn sample_bytes() -> Vec<u8> {
 
 /// Reads everything; returns the number of records. Must never panic.
 fn read_all(data: &[u8]) -> usize {
-    let Ok(r) = Reader::new(data) else { return 0 };
-    let mut n = 0;
+    read_counted(data).0
+}
+
+/// Reads everything: (records, errors). Checks what any input must satisfy: every packet's
+/// data lies inside the input, a block is at least 12 bytes so there are at most len/12
+/// records (a damaged block inside a valid frame is reported and the walk goes on).
+fn read_counted(data: &[u8]) -> (usize, usize) {
+    let Ok(r) = Reader::new(data) else {
+        // Refused outright: one error, no record.
+        return (0, 1);
+    };
+    let (mut n, mut errors) = (0, 0);
+    let range = data.as_ptr_range();
     for rec in r {
-        if let Ok(Record::Packet(p)) = &rec {
-            // Touch the borrowed data to make sure it is in bounds.
-            std::hint::black_box(p.data.iter().map(|&b| usize::from(b)).sum::<usize>());
+        match &rec {
+            Ok(Record::Packet(p)) => {
+                let pr = p.data.as_ptr_range();
+                assert!(
+                    p.data.is_empty() || (pr.start >= range.start && pr.end <= range.end),
+                    "packet data outside the input"
+                );
+            }
+            Ok(_) => {}
+            Err(_) => errors += 1,
         }
         n += 1;
     }
-    n
+    assert!(
+        n <= data.len() / 12 + 1,
+        "{n} records from {} bytes",
+        data.len()
+    );
+    (n, errors)
 }
 
 fn arb_provenance() -> impl Strategy<Value = Provenance> {
@@ -195,8 +218,13 @@ proptest! {
             data[..4].copy_from_slice(&0x0A0D_0D0Au32.to_le_bytes());
             data[8..12].copy_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
         }
-        read_all(&data);
-        let _ = pcapng::reader::valid_prefix_len(&data);
+        let (_, errors) = read_counted(&data);
+        let valid = pcapng::reader::valid_prefix_len(&data) as usize;
+        prop_assert!(valid <= data.len());
+        // Bytes the reader accepted without complaint are all valid blocks.
+        if errors == 0 && shb {
+            prop_assert_eq!(valid, data.len());
+        }
     }
 
     #[test]
@@ -213,7 +241,12 @@ proptest! {
         if truncate {
             data.truncate(cut.index(data.len()));
         }
-        read_all(&data);
+        let (records, errors) = read_counted(&data);
+        let valid = pcapng::reader::valid_prefix_len(&data) as usize;
+        prop_assert!(valid <= data.len());
+        if errors == 0 {
+            prop_assert_eq!(valid, data.len(), "{} records, no error", records);
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apptag::sensor::probes::{EventStream, ProbeConfig, Probes};
+use apptag::sensor::probes::{EventStream, ProbeConfig, Probes, ProgramStatus};
 
+pub mod blocks;
 pub mod engines;
 pub mod netns;
 pub mod oracle;
@@ -142,9 +143,39 @@ pub struct Collector {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Fails the test unless every program of the kernel object is attached: `Probes::attach`
+/// succeeds with a single one, and a test must not pass with the hook it names detached.
+pub fn assert_all_attached(status: &[ProgramStatus]) {
+    let missing: Vec<String> = status
+        .iter()
+        .filter(|s| !s.attached())
+        .map(|s| {
+            format!(
+                "{} ({}): {}",
+                s.hook,
+                s.program,
+                s.error.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(missing.is_empty(), "programs not attached: {missing:?}");
+    assert!(!status.is_empty(), "no program status at all");
+}
+
+/// Fails the test unless each of `hooks` is attached (the hooks the test depends on).
+pub fn assert_hooks(status: &[ProgramStatus], hooks: &[&str]) {
+    for h in hooks {
+        assert!(
+            status.iter().any(|s| s.hook == *h && s.attached()),
+            "hook {h} not attached: {status:?}"
+        );
+    }
+}
+
 impl Collector {
     pub fn start(cgroup: Option<PathBuf>) -> Self {
         let mut probes = Probes::attach(&ProbeConfig { cgroup }).expect("attach probes (root?)");
+        assert_all_attached(probes.status());
         let stream = probes.events().expect("event ring");
         let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -28,7 +28,8 @@ impl FiveTuple {
     }
 }
 
-/// One packet as our reader returns it.
+/// One packet of a file apptag wrote. Every field is read by the tests' own pcapng reader
+/// ([`crate::blocks`]), never by apptag's.
 #[derive(Clone, Debug)]
 pub struct OurPacket {
     pub ts_ns: u64,
@@ -40,7 +41,9 @@ pub struct OurPacket {
     pub tuple: Option<FiveTuple>,
 }
 
-/// What our reader finds in a file written by apptag.
+/// What a file written by apptag holds. `packets` (pid, tid, timestamps, lengths, 5-tuples)
+/// come from the tests' own reader; only the process entries, interfaces and
+/// application-record count, which no independent tool decodes, come from apptag's reader.
 #[derive(Debug, Default)]
 pub struct OurFile {
     pub packets: Vec<OurPacket>,
@@ -51,27 +54,18 @@ pub struct OurFile {
     pub errors: Vec<String>,
 }
 
-/// Reads every block of `path` with apptag's pcapng reader.
+/// Reads `path`: packets with the tests' own reader, process entries and application records
+/// with apptag's. The two must agree on the number of packets.
 pub fn read_ours(path: &Path) -> OurFile {
     let mapped = open_file(path).unwrap_or_else(|e| panic!("our reader cannot open {path:?}: {e}"));
     let reader = mapped
         .reader()
         .unwrap_or_else(|e| panic!("our reader rejects {path:?}: {e}"));
     let mut f = OurFile::default();
+    let mut apptag_packets = 0usize;
     for r in reader {
         match r {
-            Ok(Record::Packet(p)) => f.packets.push(OurPacket {
-                ts_ns: p.ts_ns,
-                interface: p.interface,
-                orig_len: p.orig_len,
-                caplen: p.data.len(),
-                pid: p.pid,
-                tid: p.tid,
-                tuple: f
-                    .interfaces
-                    .get(p.interface as usize)
-                    .and_then(|i| parse_frame(i.linktype, p.data)),
-            }),
+            Ok(Record::Packet(_)) => apptag_packets += 1,
             Ok(Record::Interface(i)) => f.interfaces.push(i),
             Ok(Record::Section) => f.interfaces.clear(),
             Ok(Record::AppRecords { .. }) => f.app_blocks += 1,
@@ -79,6 +73,27 @@ pub fn read_ours(path: &Path) -> OurFile {
             Ok(_) => {}
             Err(e) => f.errors.push(e.to_string()),
         }
+    }
+    let own = crate::blocks::read(path);
+    f.packets = own
+        .packets
+        .iter()
+        .map(|p| OurPacket {
+            ts_ns: p.ts_ns,
+            interface: p.interface,
+            orig_len: p.orig_len,
+            caplen: p.data.len(),
+            pid: p.pid(),
+            tid: p.tid(),
+            tuple: parse_frame(p.linktype, &p.data),
+        })
+        .collect();
+    if f.errors.is_empty() {
+        assert_eq!(
+            apptag_packets,
+            f.packets.len(),
+            "apptag's reader and the tests' reader disagree on the packet count of {path:?}"
+        );
     }
     f
 }

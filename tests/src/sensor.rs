@@ -290,6 +290,23 @@ impl Sensor {
         if !proc.wait_for_line("capturing on", Duration::from_millis(100)) {
             std::thread::sleep(Duration::from_millis(1500));
         }
+        // With the probes loaded, every program must be attached: `Probes::attach` succeeds
+        // with a single one, and no sensor test may pass with a hook detached.
+        let log = proc.stderr();
+        assert!(
+            !log.contains("not attached"),
+            "apptag {args:?} left hooks detached:\n{log}"
+        );
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("attached ") && l.contains(" hooks: "))
+        {
+            let all = apptag::sensor::probes::PROGRAMS.len();
+            assert!(
+                line.contains(&format!("attached {all} hooks: ")),
+                "apptag {args:?} did not attach all {all} programs: {line}"
+            );
+        }
         Self {
             proc,
             output: output.to_path_buf(),

@@ -12,17 +12,23 @@ use std::{
 };
 
 use apptag::{
+    model::Provenance,
     sensor::attribution::{Addr, Attributor, FiveTuple, Mode, Tag},
     sensor::probes::ProbeConfig,
     sys::now_ns,
 };
-use apptag_integration_tests::{TRAFFIC_COMM, TestCgroup, Traffic, require_root, traffic_bin};
+use apptag_common::hook;
+use apptag_integration_tests::{
+    TRAFFIC_COMM, TestCgroup, Traffic, assert_all_attached, assert_hooks, require_root, traffic_bin,
+};
 
 // Tests share the host's sockets; one at a time keeps port reuse tests deterministic.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn attributor() -> Attributor {
-    Attributor::start(Mode::Ebpf, &ProbeConfig::default()).expect("attach probes (root?)")
+    let a = Attributor::start(Mode::Ebpf, &ProbeConfig::default()).expect("attach probes (root?)");
+    assert_all_attached(a.probe_status());
+    a
 }
 
 fn settle(a: &mut Attributor) {
@@ -271,7 +277,24 @@ fn sendmmsg_sender() {
     assert_eq!(p.get("sent"), "8");
     p.wait_ok();
     settle(&mut a);
-    assert_eq!(tag_of(&a, local, target, 17).pid, p.pid());
+    // A connected UDP socket: no cgroup sendmsg hook runs; the egress hook sees the
+    // child's datagrams in the child's context.
+    sent_by_the_child(&a, &mut p, tag_of(&a, local, target, 17), hook::SKB_EGRESS);
+}
+
+/// The parent created and connected the socket, a forked child sent: only a hook that
+/// sees the send itself saw the child, so the tag must be the child's and name that hook.
+fn sent_by_the_child(a: &Attributor, p: &mut Traffic, t: Tag, by: u32) {
+    let name = match by {
+        hook::TCP_SENDMSG => "tp_btf/tcp_sendmsg_locked",
+        hook::SKB_EGRESS => "cgroup_skb/egress",
+        _ => "tp_btf/sock_send_length",
+    };
+    assert_hooks(a.probe_status(), &[name]);
+    let child: u32 = p.get("child").parse().expect("child pid");
+    assert_ne!(child, p.pid());
+    assert_eq!(t.pid, child, "the child sent");
+    assert_eq!(t.provenance, Provenance::Hook(by), "named by {name}");
 }
 
 #[test]
@@ -287,9 +310,9 @@ fn process_in_its_own_child_cgroup() {
     unsafe {
         cmd.pre_exec(move || std::fs::write(&procs, "0"));
     }
-    let mut p = Traffic::start_with(cmd, "tcp-client", &server.to_string(), "");
+    // The process stays alive until its /proc entry has been read.
+    let mut p = Traffic::start_with(cmd, "hold", &server.to_string(), "");
     let local = addr(&p.get("local"));
-    p.wait_ok();
     settle(&mut a);
     let t = tag_of(&a, local, server, 6);
     assert_eq!(t.pid, p.pid());
@@ -297,14 +320,18 @@ fn process_in_its_own_child_cgroup() {
     let owner = sock.owner_at(now_ns()).expect("owner");
     assert_eq!(owner.cgroup_id, cg.id(), "cgroup id of the child cgroup");
     let info = a.table().processes().get(t.proc).expect("process info");
+    let dir = cg
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("cgroup dir name");
     assert!(
-        info.cgroup.is_empty()
-            || info
-                .cgroup
-                .ends_with(cg.path.file_name().and_then(|n| n.to_str()).unwrap_or("?")),
-        "cgroup path {}",
+        info.cgroup.ends_with(&format!("/{dir}")),
+        "cgroup path {:?}, expected one ending in /{dir}",
         info.cgroup
     );
+    p.release();
+    p.wait_ok();
 }
 
 #[test]
@@ -318,14 +345,22 @@ fn connection_opened_before_apptag_started() {
     let mut a = attributor();
     let seeded = a.table().lookup_tuple(&tuple(local, server, 6), now_ns());
     assert_eq!(
-        seeded.map(|t| t.pid),
-        Some(p.pid()),
+        seeded.map(|t| (t.pid, t.provenance)),
+        Some((p.pid(), Provenance::SockDiag)),
         "seeded from sock_diag"
     );
     p.release();
     p.wait_ok();
     settle(&mut a);
-    assert_eq!(tag_of(&a, local, server, 6).pid, p.pid());
+    // Once the process sends, the TCP send hook confirms the seed.
+    assert_hooks(a.probe_status(), &["tp_btf/tcp_sendmsg_locked"]);
+    let t = tag_of(&a, local, server, 6);
+    assert_eq!(t.pid, p.pid());
+    assert_eq!(
+        t.provenance,
+        Provenance::Hook(hook::TCP_SENDMSG),
+        "provenance after the first send"
+    );
 }
 
 #[test]
@@ -339,7 +374,7 @@ fn sendfile_sender() {
     assert_eq!(p.get("sent"), "4096");
     p.wait_ok();
     settle(&mut a);
-    assert_eq!(tag_of(&a, local, server, 6).pid, p.pid());
+    sent_by_the_child(&a, &mut p, tag_of(&a, local, server, 6), hook::TCP_SENDMSG);
 }
 
 #[test]
@@ -353,7 +388,7 @@ fn splice_sender() {
     assert_eq!(p.get("sent"), "512");
     p.wait_ok();
     settle(&mut a);
-    assert_eq!(tag_of(&a, local, server, 6).pid, p.pid());
+    sent_by_the_child(&a, &mut p, tag_of(&a, local, server, 6), hook::TCP_SENDMSG);
 }
 
 /// Raw ICMP has no ports: the packet's addresses and protocol lead to the raw socket.

@@ -4,7 +4,11 @@
 use std::net::TcpListener;
 
 use apptag_common::kind;
-use apptag_integration_tests::{Collector, TRAFFIC_COMM, TestCgroup, Traffic, comm, require_root};
+use std::os::unix::process::CommandExt;
+
+use apptag_integration_tests::{
+    Collector, TRAFFIC_COMM, TestCgroup, Traffic, comm, require_root, traffic_bin,
+};
 
 #[test]
 fn connect_is_reported_with_the_childs_pid_and_comm() {
@@ -56,7 +60,27 @@ fn nothing_is_reported_when_the_program_is_not_attached_above_the_child() {
     std::io::Write::write_all(&mut conn, b"ok").expect("reply");
     t.wait_ok();
     let pid = t.pid();
+    // Positive control in the same run: a client inside that cgroup is seen by the same
+    // collector, so the absence above is not a collector that sees nothing.
+    let procs = empty.path.join("cgroup.procs");
+    let mut cmd = std::process::Command::new(traffic_bin());
+    // SAFETY: only async-signal-safe work between fork and exec: one write to a file.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let mut inside = Traffic::start_with(cmd, "tcp-client", &addr.to_string(), "");
+    let (mut conn2, _) = listener.accept().expect("accept");
+    std::io::Write::write_all(&mut conn2, b"ok").expect("reply");
+    inside.wait_ok();
     let events = collector.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == kind::CONNECT && e.pid == inside.pid()),
+        "the collector saw nothing, not even the connect of a child in its own cgroup \
+         ({} events)",
+        events.len()
+    );
     assert!(
         !events
             .iter()

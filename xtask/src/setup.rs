@@ -29,6 +29,10 @@ pub const DEB_PACKAGES: &[&str] = &[
     // GNU time.
     "fonts-dejavu-core",
     "time",
+    // `systemd-analyze verify` checks contrib/systemd/apptag.service; setpriv (util-linux)
+    // runs its ExecStart as the unit's user and capabilities in the sensor tests.
+    "systemd",
+    "util-linux",
     // The export tests: a ClickHouse server they start on loopback, and the Java runtime
     // that pyspark runs on.
     "clickhouse-server",

@@ -2,7 +2,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use apptag::privileges::User;
 use apptag::sensor::attribution::Mode;
+use apptag::sensor::pipeline::Privileges;
 
 use super::{check_privileges, stop_flag};
 
@@ -12,7 +14,9 @@ pub struct CaptureArgs {
     /// Interface to capture on (repeatable; `any` for all, `lo` for loopback).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
-    /// Output pcapng file [default: apptag-HOST-TIMESTAMP.pcapng].
+    /// Output pcapng file [default: apptag-HOST-TIMESTAMP.pcapng], created 0600 whatever the
+    /// umask. Space is kept past its end so that a full disk still gets the final
+    /// application table and the interface statistics; apptag then stops and says so.
     #[arg(short = 'w', value_name = "FILE")]
     write: Option<std::path::PathBuf>,
     /// Stop after writing this many packets.
@@ -55,6 +59,21 @@ pub struct CaptureArgs {
     /// Seconds between the periodic application-record blocks.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     app_interval: f64,
+    /// Once the probes are attached, the rings open and the first file created, become this
+    /// user (and its groups), like tcpdump -Z, keeping only CAP_SYS_PTRACE (to read other
+    /// users' /proc/PID/exe). Rotated files are then created by USER: give -w a directory
+    /// USER can write. The first file is handed to USER.
+    #[arg(short = 'Z', value_name = "USER", conflicts_with = "no_drop")]
+    user: Option<String>,
+    /// Keep every privilege for the whole run. Without it and without -Z, a sensor started
+    /// as root keeps its privileges and one started with capabilities (setcap, systemd)
+    /// gives up all but CAP_SYS_PTRACE once started.
+    #[arg(long)]
+    no_drop: bool,
+    /// Create the capture files 0640 instead of 0600, for the group of the -Z user (or of
+    /// the user running apptag).
+    #[arg(long)]
+    group_read: bool,
     /// Export flow records (ECS) live: clickhouse://HOST:8123/DB.TABLE, tcp://HOST:PORT
     /// (NDJSON lines), http://HOST:PORT/PATH (NDJSON POSTs), file:PATH.ndjson, or
     /// file:PATH.parquet (one Parquet file per capture file). Repeatable. See docs/EXPORT.md.
@@ -70,7 +89,8 @@ pub struct CaptureArgs {
     /// Megabytes the spool may hold per target; beyond, records are dropped and counted.
     #[arg(long, value_name = "MB", default_value_t = 256.0)]
     spool_max: f64,
-    /// Capture filter in tcpdump (pcap-filter) syntax.
+    /// Capture filter in tcpdump (pcap-filter) syntax, after the options (a first word that
+    /// is not a subcommand is refused as a mistyped subcommand).
     #[arg(trailing_var_arg = true, value_name = "FILTER")]
     filter: Vec<String>,
 }
@@ -82,6 +102,24 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         );
     }
     check_privileges(a.attribution, true)?;
+    // Before anything is attached: a mistyped user costs nothing.
+    let privileges = match (&a.user, a.no_drop) {
+        (_, true) => Privileges::Keep,
+        (Some(name), false) => {
+            let user = User::lookup(name)?;
+            if !apptag::sys::is_root() {
+                anyhow::bail!(
+                    "-Z {name} needs apptag to start as root (it is uid {}); drop -Z, or start \
+                     it as root",
+                    // SAFETY: getuid has no preconditions.
+                    unsafe { libc::getuid() }
+                );
+            }
+            Privileges::Switch(user)
+        }
+        (None, false) if !apptag::sys::is_root() => Privileges::DropCapabilities,
+        (None, false) => Privileges::Keep,
+    };
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -127,10 +165,15 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         pids: a.pids,
         comms: a.comms,
         cgroups: a.cgroups,
+        file_mode: if a.group_read {
+            apptag::sys::GROUP_READ_FILE_MODE
+        } else {
+            apptag::sys::PRIVATE_FILE_MODE
+        },
+        privileges,
         export: exporter.as_ref().and_then(|e| e.handle()),
     };
     let stop = stop_flag()?;
-    log::info!("writing {}", cfg.output.display());
     let result = apptag::sensor::pipeline::run(&cfg, stop);
     drop(cfg);
     // The exporter ends after the capture, whether it succeeded or not: what it holds is
@@ -159,7 +202,7 @@ pub fn run(a: CaptureArgs) -> Result<()> {
     eprintln!("{} packets dropped by kernel", s.kernel_dropped);
     eprintln!(
         "{} written, {:.1}% of packets attributed to a process",
-        apptag::sensor::status::human_bytes(s.bytes),
+        apptag::units::human_bytes(s.bytes),
         apptag::sensor::status::share(s.attributed, s.captured)
     );
     Ok(())

@@ -274,7 +274,7 @@ pub fn command_line(args: &[String]) -> String {
 
 /// ns since the Unix epoch as RFC 3339 in UTC with nanoseconds, as ECS dates are written.
 pub fn rfc3339(ns: u64) -> String {
-    let (y, mo, d, h, mi, s) = crate::sensor::pipeline::civil(ns / 1_000_000_000);
+    let (y, mo, d, h, mi, s) = crate::units::civil(ns / 1_000_000_000);
     format!(
         "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:09}Z",
         ns % 1_000_000_000

@@ -12,6 +12,9 @@ use super::block::{BlockBuilder, pad4};
 use super::{BYTE_ORDER_MAGIC, PcapngError, apprecord, block_type, process};
 use crate::model::{AppRecord, InterfaceInfo, InterfaceStats, Packet, ProcessInfo};
 
+/// Space always kept allocated past the end of the file besides the final table's estimate:
+/// the interface statistics and the margin of a table that grew since it was measured.
+pub const RESERVE_BASE: u64 = 64 * 1024;
 /// Buffered bytes above which a block append triggers a write to the output.
 const FLUSH_AT: usize = 256 * 1024;
 /// Largest captured length written: Wireshark refuses a file with a longer packet (its
@@ -100,6 +103,22 @@ fn uname() -> (String, String) {
 }
 
 type Truncate<W> = fn(&mut W, u64) -> io::Result<()>;
+/// fallocate on the output: (offset, length, punch a hole instead of allocating).
+type Allocate<W> = fn(&mut W, u64, u64, bool) -> io::Result<()>;
+
+/// Space allocated past the end of the file (fallocate with KEEP_SIZE), so that on a full
+/// file system the end of the file (final application table, interface statistics) still
+/// has somewhere to go. Before each write the writer allocates the write plus the reserve;
+/// when that fails the previous reserve is still there, intact.
+struct Reserve<W> {
+    allocate: Allocate<W>,
+    /// Bytes kept past the end of the file.
+    bytes: u64,
+    /// Offset up to which space is allocated.
+    allocated_to: u64,
+    /// The disk is full: what is written now goes into the reserve.
+    spent: bool,
+}
 
 /// Writes one little-endian pcapng section.
 pub struct Writer<W: Write> {
@@ -115,25 +134,82 @@ pub struct Writer<W: Write> {
     processes: HashMap<(u32, u64), u64>,
     tracker: apprecord::ChangeTracker,
     truncate: Option<Truncate<W>>,
+    reserve: Option<Reserve<W>>,
+    /// Packets in `buf`, and packets the output has accepted.
+    buffered_packets: u64,
+    packets: u64,
+    /// Size of the last table given to `write_app_changes` as a final table (bytes).
+    final_estimate: u64,
 }
 
 impl Writer<File> {
     /// Creates (or replaces) a capture file. On a failed write the file is cut back to its
     /// last complete block, so it stays readable by every tool.
+    /// The file is created `0600` (see [`Writer::create_with_mode`]).
     pub fn create(path: impl AsRef<Path>, section: &SectionInfo) -> Result<Self, PcapngError> {
+        Self::create_with_mode(path, section, crate::sys::PRIVATE_FILE_MODE)
+    }
+
+    /// As [`Writer::create`], with the file's mode exactly `mode` whatever the umask.
+    pub fn create_with_mode(
+        path: impl AsRef<Path>,
+        section: &SectionInfo,
+        mode: u32,
+    ) -> Result<Self, PcapngError> {
         let path = path.as_ref();
-        let file = File::create(path).map_err(|e| {
+        let file = crate::sys::create_private(path, mode).map_err(|e| {
             PcapngError::io(format!("cannot create capture file {}", path.display()), e)
         })?;
         let mut w = Writer::new_inner(file, section, Some(truncate_file));
         w.flush_buf()?;
         Ok(w)
     }
+
+    /// Keeps space allocated past the end of the file for its final application table and
+    /// interface statistics, grown as the table grows (see [`Writer::write_app_changes`]).
+    /// Once the file system cannot hold the next write plus that space, writes fail with
+    /// [`PcapngError::DiskFull`] and the reserve takes what is written after. Returns false
+    /// when the file system cannot preallocate (the file is then written without a reserve).
+    pub fn keep_reserve(&mut self) -> Result<bool, PcapngError> {
+        self.reserve = Some(Reserve {
+            allocate: allocate_file,
+            bytes: RESERVE_BASE,
+            allocated_to: self.committed,
+            spent: false,
+        });
+        if let Err(e) = self.grow_reserve(0) {
+            self.reserve = None;
+            return match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+                Some(libc::ENOSPC) => Err(PcapngError::DiskFull {
+                    kept: self.committed,
+                    lost: 0,
+                }),
+                _ => Err(PcapngError::io(
+                    "reserving space for the end of the file",
+                    e,
+                )),
+            };
+        }
+        Ok(true)
+    }
 }
 
 fn truncate_file(f: &mut File, len: u64) -> io::Result<()> {
     f.set_len(len)?;
     f.seek(SeekFrom::Start(len)).map(|_| ())
+}
+
+fn allocate_file(f: &mut File, offset: u64, len: u64, punch: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mode = libc::FALLOC_FL_KEEP_SIZE | if punch { libc::FALLOC_FL_PUNCH_HOLE } else { 0 };
+    // SAFETY: fallocate on a file descriptor we own; no memory is passed.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as i64, len as i64) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl<W: Write> Writer<W> {
@@ -166,6 +242,10 @@ impl<W: Write> Writer<W> {
             processes: HashMap::new(),
             tracker: apprecord::ChangeTracker::new(),
             truncate,
+            reserve: None,
+            buffered_packets: 0,
+            packets: 0,
+            final_estimate: 0,
         }
     }
 
@@ -267,6 +347,7 @@ impl<W: Write> Writer<W> {
         self.buf.extend_from_slice(data);
         self.buf.extend_from_slice(&[0u8; 3][..pad]);
         self.buf.extend_from_slice(&tail[..n + 8]);
+        self.buffered_packets += 1;
         self.maybe_flush()
     }
 
@@ -288,6 +369,15 @@ impl<W: Write> Writer<W> {
     /// table write. Returns the number of applications written (0: nothing changed, nothing
     /// written). At a clean stop, call `write_app_records(&table, true)` for the final table.
     pub fn write_app_changes(&mut self, table: &[AppRecord]) -> Result<usize, PcapngError> {
+        if self.reserve.is_some() {
+            // What the final table would take now; the reserve keeps twice that.
+            let mut scratch = Vec::new();
+            apprecord::encode_blocks(&mut scratch, table, true, self.app_sequence)?;
+            self.final_estimate = scratch.len() as u64;
+            if let Some(r) = self.reserve.as_mut() {
+                r.bytes = RESERVE_BASE + 2 * self.final_estimate;
+            }
+        }
         let changes = self.tracker.changes(table);
         if changes.is_empty() {
             return Ok(0);
@@ -339,9 +429,52 @@ impl<W: Write> Writer<W> {
         self.committed
     }
 
+    /// Packets that reached the output.
+    pub fn packets_written(&self) -> u64 {
+        self.packets
+    }
+
     /// The size the output will have once the buffer is flushed (for size-based rotation).
     pub fn len_with_buffered(&self) -> u64 {
         self.committed + self.buf.len() as u64
+    }
+
+    /// Bytes kept past the end of the file for its end (0 without a reserve).
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve.as_ref().map_or(0, |r| r.bytes)
+    }
+
+    /// True once the file system was found full: only the end of the file belongs there now.
+    pub fn disk_full(&self) -> bool {
+        self.reserve.as_ref().is_some_and(|r| r.spent)
+    }
+
+    /// Gives the space allocated past the end of the file back to the file system (call
+    /// once the file is complete; dropping the writer does it too).
+    pub fn release_reserve(&mut self) {
+        // Truncating to the current length frees what lies past the end on ext4 and tmpfs;
+        // a punched hole past the end is a no-op on ext4, so it only backs the truncation up.
+        if let (Some(r), Some(out)) = (self.reserve.take(), self.out.as_mut())
+            && r.allocated_to > self.committed
+        {
+            if let Some(cut) = self.truncate {
+                let _ = cut(out, self.committed);
+            }
+            let _ = (r.allocate)(out, self.committed, r.allocated_to - self.committed, true);
+        }
+    }
+
+    /// Allocates `extra` bytes past the end of the file plus the reserve.
+    fn grow_reserve(&mut self, extra: u64) -> io::Result<()> {
+        let (Some(r), Some(out)) = (self.reserve.as_mut(), self.out.as_mut()) else {
+            return Ok(());
+        };
+        let want = self.committed + extra + r.bytes;
+        if want > r.allocated_to {
+            (r.allocate)(out, self.committed, extra + r.bytes, false)?;
+            r.allocated_to = want;
+        }
+        Ok(())
     }
 
     /// Hands all buffered blocks to the output and flushes it.
@@ -378,18 +511,43 @@ impl<W: Write> Writer<W> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        if self.reserve.as_ref().is_some_and(|r| !r.spent) {
+            let need = self.buf.len() as u64;
+            if let Err(e) = self.grow_reserve(need) {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    // The reserve from the last write is intact: stop here, keep it for
+                    // the end of the file.
+                    let lost = self.buf.len();
+                    self.buf.clear();
+                    self.buffered_packets = 0;
+                    if let Some(r) = self.reserve.as_mut() {
+                        r.spent = true;
+                    }
+                    return Err(PcapngError::DiskFull {
+                        kept: self.committed,
+                        lost,
+                    });
+                }
+                log::warn!(
+                    "cannot keep space for the end of the capture file ({e}); going on without"
+                );
+                self.reserve = None;
+            }
+        }
         let Some(out) = self.out.as_mut() else {
             return Ok(());
         };
         match out.write_all(&self.buf) {
             Ok(()) => {
                 self.committed += self.buf.len() as u64;
+                self.packets += std::mem::take(&mut self.buffered_packets);
                 self.buf.clear();
                 Ok(())
             }
             Err(e) => {
                 let lost = self.buf.len();
                 self.buf.clear();
+                self.buffered_packets = 0;
                 let context = match self.truncate {
                     Some(cut) => match cut(out, self.committed) {
                         Ok(()) => format!(
@@ -420,6 +578,7 @@ impl<W: Write> Drop for Writer<W> {
         // Best effort, like BufWriter: call flush() to see errors.
         if self.out.is_some() {
             let _ = self.flush();
+            self.release_reserve();
         }
     }
 }

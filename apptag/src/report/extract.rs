@@ -1,7 +1,7 @@
 //! `apptag extract`: one application's (or process's, or cgroup's) packets into a new
 //! pcapng, with its process entries and application records, so it can be opened on its
 //! own in Wireshark or reported on again.
-use std::{fs::File, io::BufWriter, path::Path};
+use std::{io::BufWriter, path::Path};
 
 use rustc_hash::FxHashSet;
 
@@ -125,10 +125,14 @@ pub fn extract(input: &Path, output: &Path, sel: &Selector) -> Result<ExtractSta
         }
     }
 
-    let file = File::create(output).map_err(|source| ReportError::Write {
-        path: output.display().to_string(),
-        source,
-    })?;
+    // Packets of other users: as private as the capture they come from.
+    let file =
+        crate::sys::create_private(output, crate::sys::PRIVATE_FILE_MODE).map_err(|source| {
+            ReportError::Write {
+                path: output.display().to_string(),
+                source,
+            }
+        })?;
     let mut section = SectionInfo::detect();
     section.userappl = format!("apptag {} extract", env!("CARGO_PKG_VERSION"));
     let err = write_err(output);

@@ -21,7 +21,7 @@ use std::{
 
 use crate::{
     dissect::dissect,
-    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
+    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord, proto},
     pcapng::{PcapngError, SectionInfo, Writer},
     sensor::attribution::{
         AttributionError, Attributor, Mode, process::ProcKey, table::SocketTable,
@@ -47,6 +47,26 @@ pub enum PipelineError {
     Attribution(#[from] AttributionError),
     #[error("output {path}: {source}")]
     Output { path: PathBuf, source: PcapngError },
+    #[error(
+        "{path}: the file system is full, so the capture stopped. The file keeps its {packets} \
+         packets ({bytes} bytes){kept}. Free space, write elsewhere (-w) or rotate into a ring \
+         of files (-C MB -W FILES)"
+    )]
+    DiskFull {
+        path: PathBuf,
+        packets: u64,
+        bytes: u64,
+        /// What the space kept in reserve held, as a clause.
+        kept: String,
+    },
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
+    #[error("cannot give {path} to user {user}: {source}")]
+    Chown {
+        path: PathBuf,
+        user: String,
+        source: std::io::Error,
+    },
     #[error("could not start a capture thread: {0}")]
     Thread(std::io::Error),
 }
@@ -72,9 +92,26 @@ pub struct SensorConfig {
     /// cgroup paths (as in /proc/PID/cgroup, e.g. `/system.slice/nginx.service`) or
     /// container ids; a process matches when its cgroup is at or below one of them.
     pub cgroups: Vec<String>,
+    /// Mode of every file written (exactly, whatever the umask).
+    pub file_mode: u32,
+    /// What to give up once the probes, rings and first file are in place.
+    pub privileges: Privileges,
     /// Live flow-record export (`--export`): fed each periodic and final table, never
     /// waited on (see `export::live`).
     pub export: Option<crate::export::ExportHandle>,
+}
+
+/// What the sensor keeps once started (see [`crate::privileges`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Privileges {
+    /// Everything it started with.
+    #[default]
+    Keep,
+    /// Only the capabilities of `privileges::KEEP`, as the same user.
+    DropCapabilities,
+    /// Become this user (files are then created in a directory it can write), with only
+    /// the capabilities of `privileges::KEEP`.
+    Switch(crate::privileges::User),
 }
 
 /// Totals printed at the end.
@@ -222,6 +259,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     let infos: Vec<InterfaceInfo> = captures.iter().map(Capture::info).collect();
     let mut out = Output::create(cfg, &infos)?;
     crate::sensor::probes::log_status(attributor.probe_status());
+    give_up_privileges(cfg, &out.path)?;
     let loopback = infos
         .iter()
         // On loopback each packet has a local sender and a local receiver, and the capture
@@ -247,6 +285,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         if !stopping
             && (stop.load(Ordering::Relaxed)
                 || out.finished
+                || out.full()
                 || cfg.duration.is_some_and(|d| started.elapsed() >= d)
                 || cfg.count.is_some_and(|c| merge.summary.written >= c))
         {
@@ -287,7 +326,10 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         if disconnected {
             break;
         }
-        if last_apps.elapsed() >= cfg.app_interval {
+        // The first application of each file is recorded at once: a capture that ends
+        // early (full disk, kill) must not depend on the first interval having passed.
+        let first = !out.apps_written && !merge.sockets.is_empty();
+        if first || last_apps.elapsed() >= cfg.app_interval {
             last_apps = Instant::now();
             let apps = merge.apps();
             out.periodic(&apps)?;
@@ -305,7 +347,10 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     status.clear();
     merge.summary.kernel_dropped = captures.iter().map(|c| c.stats().os_dropped).sum();
     let apps = merge.apps();
-    out.close(&apps, &merge.procs, &captures)?;
+    if let Some(x) = &cfg.export {
+        x.end_of_file(&out.path, &apps, merge.procs.values());
+    }
+    out.close(&apps, &captures)?;
     if let Some(k) = attributor.kernel_stats()
         && k.ringbuf_full > 0
     {
@@ -315,6 +360,43 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         );
     }
     Ok(merge.summary)
+}
+
+/// Before any capture thread starts, so that they inherit the reduced credentials.
+fn give_up_privileges(
+    cfg: &SensorConfig,
+    first_file: &std::path::Path,
+) -> Result<(), PipelineError> {
+    let user = match &cfg.privileges {
+        Privileges::Keep => return Ok(()),
+        Privileges::DropCapabilities => None,
+        Privileges::Switch(u) => {
+            // The first file was created as root; the ring overwrites it later as the user.
+            std::os::unix::fs::chown(first_file, Some(u.uid), Some(u.gid)).map_err(|source| {
+                PipelineError::Chown {
+                    path: first_file.to_path_buf(),
+                    user: u.name.clone(),
+                    source,
+                }
+            })?;
+            Some(u)
+        }
+    };
+    let kept = crate::privileges::drop_privileges(user)?;
+    let caps = crate::privileges::cap_names(kept);
+    log::info!(
+        "privileges dropped: running as {}, keeping {}",
+        user.map_or_else(
+            || "the same user".to_string(),
+            |u| format!("{} (uid {})", u.name, u.uid)
+        ),
+        if caps.is_empty() {
+            "no capabilities".to_string()
+        } else {
+            caps.join(", ")
+        }
+    );
+    Ok(())
 }
 
 /// eBPF attribution, or procfs with a warning when the host has no cgroup v2.
@@ -366,14 +448,18 @@ struct Output {
     stats_base: Vec<InterfaceStats>,
     /// -G with -W reached its last file.
     finished: bool,
-    export: Option<crate::export::ExportHandle>,
+    /// The current file has an application-record block.
+    apps_written: bool,
+    file_mode: u32,
 }
 
 impl Output {
     fn create(cfg: &SensorConfig, interfaces: &[InterfaceInfo]) -> Result<Self, PipelineError> {
         let base = cfg.output.clone();
         let path = file_name(&base, 0, &cfg.rotation);
-        let writer = open_writer(&path, interfaces)?;
+        let writer = open_writer(&path, interfaces, cfg.file_mode)?;
+        // Only now: the probes are attached, the rings open and the file exists.
+        log::info!("writing {}", path.display());
         Ok(Self {
             base,
             rotation: cfg.rotation,
@@ -385,7 +471,8 @@ impl Output {
             opened_ns: crate::sys::now_ns(),
             stats_base: vec![InterfaceStats::default(); interfaces.len()],
             finished: false,
-            export: cfg.export.clone(),
+            apps_written: false,
+            file_mode: cfg.file_mode,
         })
     }
 
@@ -393,6 +480,20 @@ impl Output {
         PipelineError::Output {
             path: self.path.clone(),
             source,
+        }
+    }
+
+    /// The file system is full: only the end of the file may still be written.
+    fn full(&self) -> bool {
+        self.writer.disk_full()
+    }
+
+    /// A full disk is not an error of the write that met it: the capture stops and the
+    /// reserve takes the end of the file.
+    fn check(&self, r: Result<(), PcapngError>) -> Result<(), PipelineError> {
+        match r {
+            Ok(()) | Err(PcapngError::DiskFull { .. }) => Ok(()),
+            Err(e) => Err(self.err(e)),
         }
     }
 
@@ -407,25 +508,35 @@ impl Output {
     }
 
     fn periodic(&mut self, apps: &[AppRecord]) -> Result<(), PipelineError> {
-        self.writer
-            .write_app_changes(apps)
-            .map_err(|e| self.err(e))?;
-        self.writer.flush().map_err(|e| self.err(e))
+        if self.full() {
+            return Ok(());
+        }
+        let r = self.writer.write_app_changes(apps).map(|n| {
+            self.apps_written |= n > 0;
+        });
+        self.check(r)?;
+        let r = self.writer.flush();
+        self.check(r)
     }
 
     /// Final application table and statistics of the current file.
     fn finish_file(
         &mut self,
         apps: &[AppRecord],
-        procs: &HashMap<ProcKey, crate::model::ProcessInfo>,
         captures: &[Capture],
     ) -> Result<(), PipelineError> {
+        self.write_final_table(apps)?;
+        self.write_stats(captures)
+    }
+
+    fn write_final_table(&mut self, apps: &[AppRecord]) -> Result<(), PipelineError> {
         self.writer
             .write_app_records(apps, true)
-            .map_err(|e| self.err(e))?;
-        if let Some(x) = &self.export {
-            x.end_of_file(&self.path, apps, procs.values());
-        }
+            .map_err(|e| self.err(e))
+    }
+
+    /// One Interface Statistics Block per interface, counting since the file was opened.
+    fn write_stats(&mut self, captures: &[Capture]) -> Result<(), PipelineError> {
         let end_ns = crate::sys::now_ns();
         for (i, c) in captures.iter().enumerate() {
             let now = c.stats();
@@ -450,49 +561,78 @@ impl Output {
     }
 
     /// Closes the current file and opens the next. Returns false when -G/-W says stop.
-    fn rotate(
-        &mut self,
-        apps: &[AppRecord],
-        procs: &HashMap<ProcKey, crate::model::ProcessInfo>,
-        captures: &[Capture],
-    ) -> Result<bool, PipelineError> {
-        self.finish_file(apps, procs, captures)?;
+    fn rotate(&mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<bool, PipelineError> {
+        self.finish_file(apps, captures)?;
         let next = self.seq + 1;
         if self.rotation.max_bytes.is_none() && self.rotation.max_files.is_some_and(|w| next >= w) {
             self.finished = true;
             return Ok(false);
         }
         let path = file_name(&self.base, next, &self.rotation);
-        self.writer = open_writer(&path, &self.interfaces)?;
+        self.writer = open_writer(&path, &self.interfaces, self.file_mode)?;
         log::info!("rotated to {}", path.display());
         self.path = path;
         self.seq = next;
         self.opened = Instant::now();
         self.opened_ns = crate::sys::now_ns();
+        self.apps_written = false;
         Ok(true)
     }
 
-    fn close(
-        mut self,
-        apps: &[AppRecord],
-        procs: &HashMap<ProcKey, crate::model::ProcessInfo>,
-        captures: &[Capture],
-    ) -> Result<(), PipelineError> {
-        self.finish_file(apps, procs, captures)
+    fn close(mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<(), PipelineError> {
+        if !self.full() {
+            return self.finish_file(apps, captures);
+        }
+        // The statistics first: they are small and say what the capture lost.
+        let stats = self.write_stats(captures).is_ok();
+        let table = self.write_final_table(apps).is_ok();
+        let kept = match (table, stats) {
+            (true, true) => format!(
+                ", its final application table ({} application(s)) and the interface statistics",
+                apps.len()
+            ),
+            (true, false) => format!(
+                " and its final application table ({} application(s)); the interface \
+                 statistics did not fit",
+                apps.len()
+            ),
+            (false, true) => ", the interface statistics and the application records of its \
+                 periodic blocks; the final table did not fit"
+                .to_string(),
+            (false, false) => " and the application records of its periodic blocks; the final \
+                 table and the statistics did not fit"
+                .to_string(),
+        };
+        self.writer.release_reserve();
+        Err(PipelineError::DiskFull {
+            path: self.path.clone(),
+            packets: self.writer.packets_written(),
+            bytes: self.writer.bytes_written(),
+            kept,
+        })
     }
 }
 
 fn open_writer(
     path: &std::path::Path,
     interfaces: &[InterfaceInfo],
+    mode: u32,
 ) -> Result<Writer<std::fs::File>, PipelineError> {
     let err = |source| PipelineError::Output {
         path: path.to_path_buf(),
         source,
     };
-    let mut w = Writer::create(path, &SectionInfo::detect()).map_err(err)?;
+    let mut w = Writer::create_with_mode(path, &SectionInfo::detect(), mode).map_err(err)?;
     for i in interfaces {
         w.add_interface(i).map_err(err)?;
+    }
+    // Room for the end of the file (final table, statistics) even when the disk fills up.
+    if !w.keep_reserve().map_err(err)? {
+        log::warn!(
+            "{}: this file system cannot preallocate, so no space is kept for the end of the \
+             file; on a full disk only the periodic application blocks remain",
+            path.display()
+        );
     }
     Ok(w)
 }
@@ -596,15 +736,18 @@ impl Merge {
             .copied()
             .unwrap_or(false);
         if let Some(&(ts, orig_len, off, len, direction)) = b.pkts.get(i) {
-            if out.finished || cfg.count.is_some_and(|c| self.summary.written >= c) {
+            if out.finished || out.full() || cfg.count.is_some_and(|c| self.summary.written >= c) {
                 return Ok(());
             }
             if out.due() {
                 let apps = self.apps();
                 // The next file describes only its own packets.
+                if let Some(x) = &cfg.export {
+                    x.end_of_file(&out.path, &apps, self.procs.values());
+                }
                 self.sockets.clear();
-                let procs = std::mem::take(&mut self.procs);
-                if !out.rotate(&apps, &procs, captures)? {
+                self.procs.clear();
+                if !out.rotate(&apps, captures)? {
                     return Ok(());
                 }
             }
@@ -623,7 +766,7 @@ impl Merge {
             let mut tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
             let mut quoted_error = false;
             if tag.is_none()
-                && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
+                && ends.is_some_and(|e| e.protocol == proto::ICMP || e.protocol == proto::ICMPV6)
                 && let Some(quoted) = dissected.icmp_error_quote().and_then(|q| q.ip_five_tuple())
             {
                 // An ICMP error belongs to the socket that sent the datagram it quotes.
@@ -645,7 +788,8 @@ impl Merge {
                 if let Some(p) = info
                     && !out.writer.knows_process(p.pid, p.start_ns)
                 {
-                    out.writer.write_process(p).map_err(|e| out.err(e))?;
+                    let r = out.writer.write_process(p);
+                    out.check(r)?;
                 }
                 // The socket's counters are its conversation, as tshark's `-z conv` counts
                 // it; an ICMP error about it is tagged but not counted there.
@@ -659,17 +803,16 @@ impl Merge {
             } else if !cfg.pids.is_empty() || !cfg.comms.is_empty() || !cfg.cgroups.is_empty() {
                 return Ok(());
             }
-            out.writer
-                .write_packet(&Packet {
-                    ts_ns: ts,
-                    interface: b.iface,
-                    orig_len,
-                    data,
-                    direction,
-                    pid: tag.map_or(0, |t| t.pid),
-                    tid: tag.map_or(0, |t| t.tid),
-                })
-                .map_err(|e| out.err(e))?;
+            let r = out.writer.write_packet(&Packet {
+                ts_ns: ts,
+                interface: b.iface,
+                orig_len,
+                data,
+                direction,
+                pid: tag.map_or(0, |t| t.pid),
+                tid: tag.map_or(0, |t| t.tid),
+            });
+            out.check(r)?;
             self.summary.written += 1;
             self.summary.bytes += u64::from(orig_len);
         }
@@ -855,33 +998,10 @@ pub fn default_output() -> PathBuf {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
     let secs = crate::sys::now_ns() / 1_000_000_000;
-    let (y, mo, d, h, mi, s) = civil(secs);
+    let (y, mo, d, h, mi, s) = crate::units::civil(secs);
     PathBuf::from(format!(
         "apptag-{host}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}.pcapng"
     ))
-}
-
-/// UTC calendar time from Unix seconds (days-from-civil inverse).
-pub(crate) fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
 }
 
 #[cfg(test)]
@@ -972,11 +1092,5 @@ mod tests {
             file_name(base, 4, &ring).to_str(),
             Some("/tmp/out.1.pcapng")
         );
-    }
-
-    #[test]
-    fn civil_time_matches_date() {
-        // As `date -u -d @1795357628` prints it: 2026-11-22T14:27:08Z.
-        assert_eq!(civil(1_795_357_628), (2026, 11, 22, 14, 27, 8));
     }
 }

@@ -60,7 +60,7 @@ pub enum ProbeError {
 /// Where a program hooks and whether it is attached.
 #[derive(Clone, Debug)]
 pub struct ProgramStatus {
-    pub program: &'static str,
+    pub program: String,
     pub hook: &'static str,
     /// None when attached; otherwise why not.
     pub error: Option<String>,
@@ -90,7 +90,7 @@ pub struct ProbeConfig {
 }
 
 /// (program name in the object, what it hooks)
-const PROGRAMS: &[(&str, &str)] = &[
+pub const PROGRAMS: &[(&str, &str)] = &[
     ("apptag_sock_create", "cgroup/sock_create"),
     ("apptag_post_bind4", "cgroup/post_bind4"),
     ("apptag_post_bind6", "cgroup/post_bind6"),
@@ -104,6 +104,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("apptag_sockops", "sock_ops"),
     ("apptag_send_length", "tp_btf/sock_send_length"),
     ("apptag_recv_length", "tp_btf/sock_recv_length"),
+    ("apptag_tcp_sendmsg", "tp_btf/tcp_sendmsg_locked"),
     ("apptag_skb_egress", "cgroup_skb/egress"),
     ("apptag_skb_ingress", "cgroup_skb/ingress"),
 ];
@@ -153,10 +154,20 @@ impl Probes {
                 debug!("{hook}: attached ({name})");
             }
             status.push(ProgramStatus {
-                program: name,
+                program: name.to_string(),
                 hook,
                 error,
             });
+        }
+        // A program added to the kernel crate but not to PROGRAMS would silently never run.
+        for (name, _) in ebpf.programs() {
+            if !PROGRAMS.iter().any(|&(n, _)| n == name) {
+                status.push(ProgramStatus {
+                    program: name.to_string(),
+                    hook: "unknown",
+                    error: Some("in the kernel object but not in apptag's attach list".into()),
+                });
+            }
         }
         if !status.iter().any(ProgramStatus::attached) {
             let why = status

@@ -49,7 +49,12 @@ fn main() {
 fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
     match scenario {
         // Connect, send one message, read the echo, exit: as short-lived as it gets.
+        // With ARG `wait`, connect only after a line on stdin (a process that exists before
+        // a capture starts, whose connection starts after).
         "tcp-client" => {
+            if arg == "wait" {
+                wait_stdin();
+            }
             let mut s = TcpStream::connect(addr)?;
             say("local", s.local_addr()?);
             s.write_all(b"hello")?;
@@ -156,29 +161,33 @@ fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
             let mut buf = [0u8; 64];
             let _ = s.read(&mut buf)?;
         }
-        // Send a file over TCP with sendfile(2): no write() ever names the socket.
+        // Send a file over TCP with sendfile(2): no write() ever names the socket, and the
+        // sender is a child that neither created nor connected it.
         "sendfile" => {
             use std::os::fd::AsRawFd;
-            let mut s = TcpStream::connect(addr)?;
+            let s = TcpStream::connect(addr)?;
             say("local", s.local_addr()?);
             let path = std::env::temp_dir().join(format!("apptag-sendfile-{}", std::process::id()));
             std::fs::write(&path, vec![b'x'; 4096])?;
             let f = std::fs::File::open(&path)?;
             let _ = std::fs::remove_file(&path);
-            // SAFETY: valid fds; a null offset uses the file position.
-            let n =
-                unsafe { libc::sendfile(s.as_raw_fd(), f.as_raw_fd(), std::ptr::null_mut(), 4096) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            say("sent", n);
-            let mut buf = [0u8; 64];
-            let _ = s.read(&mut buf)?;
+            in_child(|| {
+                // SAFETY: valid fds; a null offset uses the file position.
+                let n = unsafe {
+                    libc::sendfile(s.as_raw_fd(), f.as_raw_fd(), std::ptr::null_mut(), 4096)
+                };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                say("sent", n);
+                Ok(())
+            })?;
         }
-        // Move data from a pipe into the socket with splice(2): no send() names the socket.
+        // Move data from a pipe into the socket with splice(2): no send() names the socket,
+        // and the sender is a child that neither created nor connected it.
         "splice" => {
             use std::os::fd::AsRawFd;
-            let mut s = TcpStream::connect(addr)?;
+            let s = TcpStream::connect(addr)?;
             say("local", s.local_addr()?);
             let mut fds = [0i32; 2];
             // SAFETY: fds has room for the two descriptors pipe(2) returns.
@@ -188,29 +197,32 @@ fn run(scenario: &str, addr: SocketAddr, arg: &str) -> std::io::Result<()> {
             let data = [b's'; 512];
             // SAFETY: valid fd and buffer.
             let w = unsafe { libc::write(fds[1], data.as_ptr().cast(), data.len()) };
-            // SAFETY: valid fds; null offsets for a pipe and a socket.
-            let n = unsafe {
-                libc::splice(
-                    fds[0],
-                    std::ptr::null_mut(),
-                    s.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    data.len(),
-                    0,
-                )
-            };
-            let err = std::io::Error::last_os_error();
+            if w < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            in_child(|| {
+                // SAFETY: valid fds; null offsets for a pipe and a socket.
+                let n = unsafe {
+                    libc::splice(
+                        fds[0],
+                        std::ptr::null_mut(),
+                        s.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        data.len(),
+                        0,
+                    )
+                };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                say("sent", n);
+                Ok(())
+            })?;
             // SAFETY: our own pipe fds.
             unsafe {
                 libc::close(fds[0]);
                 libc::close(fds[1]);
             }
-            if w < 0 || n < 0 {
-                return Err(err);
-            }
-            say("sent", n);
-            let mut buf = [0u8; 64];
-            let _ = s.read(&mut buf)?;
         }
         // One ICMP echo request through a raw socket (ping without ping).
         "icmp-raw" => icmp_raw(addr)?,
@@ -306,11 +318,44 @@ fn sendmmsg(addr: SocketAddr, n: usize) -> std::io::Result<()> {
             m
         })
         .collect();
-    // SAFETY: msgs points to len valid headers whose iovecs outlive the call.
-    let r = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
-    if r < 0 {
+    // The parent created and connected the socket; a child sends, so only a hook that
+    // sees the send itself can name the sender.
+    in_child(|| {
+        // SAFETY: msgs points to len valid headers whose iovecs outlive the call.
+        let r = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        say("sent", r);
+        Ok(())
+    })
+}
+
+/// Runs `f` in a forked child, prints `child=PID` and waits for it. The child ends with
+/// `_exit`, so nothing of the parent runs twice.
+fn in_child(f: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+    // SAFETY: this process is single-threaded; the child runs `f` and exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    say("sent", r);
+    if child == 0 {
+        let code = match f() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("child: {e}");
+                1
+            }
+        };
+        // SAFETY: leave without running the parent's atexit handlers twice.
+        unsafe { libc::_exit(code) };
+    }
+    say("child", child);
+    let mut status = 0;
+    // SAFETY: valid child pid and status pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    if status != 0 {
+        return Err(std::io::Error::other(format!("child exited with {status}")));
+    }
     Ok(())
 }

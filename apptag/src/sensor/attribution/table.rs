@@ -18,15 +18,22 @@ use super::{
     sockdiag::DiagSocket,
 };
 use crate::{
-    model::{Direction, Provenance},
+    model::{Direction, Provenance, proto},
     sys::BootClock,
 };
 
 /// Packets may be stamped slightly before the kernel event that describes their socket
 /// (ingress packets are captured before the socket layer sees them).
 const EARLY_SLACK_NS: u64 = 200_000_000;
-/// A closed socket still owns the tail of its connection (FIN, last ACKs) for this long.
+/// A closed socket still owns packets to its bound address for this long (late datagrams,
+/// the tail of an accepted connection matched through its listener's port).
 const CLOSE_GRACE_NS: u64 = 5_000_000_000;
+/// A closed socket keeps its exact 5-tuple until a newer socket takes the tuple or the
+/// table forgets it: the kernel sends FIN retransmissions, TIME_WAIT ACKs and RSTs for data
+/// arriving after close (up to tcp_fin_timeout and TIME_WAIT, 60 s each, later) and they
+/// belong to the socket's last user. A 5-tuple cannot be reused meanwhile without a new
+/// socket's events, which make that socket the newest on the tuple.
+const TUPLE_CLOSE_GRACE_NS: u64 = u64::MAX;
 /// At most this many successive users are remembered per socket.
 const MAX_OWNERS: usize = 16;
 
@@ -103,10 +110,10 @@ impl SockInfo {
             .or_else(|| self.owners.first())
     }
 
-    fn alive_at(&self, ts: u64) -> bool {
+    fn alive_at(&self, ts: u64, grace_ns: u64) -> bool {
         self.life
             .closed_ns
-            .is_none_or(|c| c.saturating_add(CLOSE_GRACE_NS) >= ts)
+            .is_none_or(|c| c.saturating_add(grace_ns) >= ts)
     }
 }
 
@@ -234,25 +241,41 @@ impl SocketTable {
         }
         // A close is done by whoever holds the last fd, not necessarily the socket's user.
         if ev.task_valid == 1 && ev.kind != kind::CLOSE {
-            let last = s.owners.last();
-            if last.is_none_or(|o| o.pid != ev.pid || o.tid != ev.tid) {
+            // A send or receive is stamped when its syscall began, which can be before an
+            // event of another task that the ring delivered first: keep owners in time
+            // order, so the owner at a packet's time is found whatever the arrival order.
+            let pos = s.owners.partition_point(|o| o.since_ns <= ts);
+            let before = pos.checked_sub(1).and_then(|i| s.owners.get(i));
+            // A task seeded from sock_diag or /proc that a hook now sees is recorded
+            // again, so its provenance says a probe confirmed it.
+            let same = before.is_some_and(|o| {
+                o.pid == ev.pid && o.tid == ev.tid && matches!(o.provenance, Provenance::Hook(_))
+            });
+            if !same {
                 let comm = comm_str(&ev.comm);
                 let proc = self.procs.observe(ev.pid, &comm, ts);
                 if s.owners.is_empty() {
                     self.fresh.push(ev.cookie);
                 }
+                let mut pos = pos;
                 if s.owners.len() >= MAX_OWNERS {
                     s.owners.remove(1);
+                    if pos > 1 {
+                        pos -= 1;
+                    }
                 }
-                s.owners.push(Owner {
-                    pid: ev.pid,
-                    tid: ev.tid,
-                    uid: ev.uid,
-                    cgroup_id: ev.cgroup_id,
-                    since_ns: ts,
-                    proc,
-                    provenance: Provenance::Hook(ev.hook),
-                });
+                s.owners.insert(
+                    pos,
+                    Owner {
+                        pid: ev.pid,
+                        tid: ev.tid,
+                        uid: ev.uid,
+                        cgroup_id: ev.cgroup_id,
+                        since_ns: ts,
+                        proc,
+                        provenance: Provenance::Hook(ev.hook),
+                    },
+                );
             }
         }
         let protocol = s.protocol;
@@ -298,7 +321,7 @@ impl SocketTable {
         s.local_port = d.tuple.src_port;
         s.remote = d.tuple.dst;
         s.remote_port = d.tuple.dst_port;
-        s.listening = d.tuple.protocol == 6 && d.state == 10;
+        s.listening = d.tuple.protocol == proto::TCP && d.state == apptag_common::TCP_LISTEN;
         if let Some(pid) = pid {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             let proc = self.procs.observe(pid, comm.trim(), now_ns);
@@ -347,7 +370,7 @@ impl SocketTable {
     /// Only the exact 5-tuple: a bound-address match on the far end of a packet would name
     /// a local socket for a remote host's port.
     fn lookup_exact(&self, t: &FiveTuple, ts: u64) -> Option<Tag> {
-        let cookie = self.pick(self.tuples.get(t), ts)?;
+        let cookie = self.pick(self.tuples.get(t), ts, TUPLE_CLOSE_GRACE_NS)?;
         self.tag_for(cookie, t, ts)
     }
 
@@ -356,9 +379,9 @@ impl SocketTable {
     pub fn lookup_tuple(&self, t: &FiveTuple, ts: u64) -> Option<Tag> {
         let local = LocalKey::of_sender(t);
         let cookie = self
-            .pick(self.tuples.get(t), ts)
-            .or_else(|| self.pick(self.locals.get(&local), ts))
-            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts))?;
+            .pick(self.tuples.get(t), ts, TUPLE_CLOSE_GRACE_NS)
+            .or_else(|| self.pick(self.locals.get(&local), ts, CLOSE_GRACE_NS))
+            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts, CLOSE_GRACE_NS))?;
         self.tag_for(cookie, t, ts)
     }
 
@@ -383,21 +406,25 @@ impl SocketTable {
     }
 
     fn listener_owner(&self, local: &LocalKey, ts: u64) -> Option<Owner> {
-        if local.protocol != 6 {
+        if local.protocol != proto::TCP {
             return None;
         }
         let cookie = self
-            .pick(self.locals.get(local), ts)
-            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts))?;
+            .pick(self.locals.get(local), ts, CLOSE_GRACE_NS)
+            .or_else(|| self.pick(self.locals.get(&local.wildcard()), ts, CLOSE_GRACE_NS))?;
         self.socks.get(&cookie)?.owner_at(ts).copied()
     }
 
     /// The socket an index entry list names at `ts`: the newest one that existed by then
-    /// and was not long closed; else one that appeared just after (early packet).
-    fn pick(&self, timeline: Option<&Timeline>, ts: u64) -> Option<u64> {
+    /// and was not closed more than `grace_ns` before; else one that appeared just after
+    /// (early packet).
+    fn pick(&self, timeline: Option<&Timeline>, ts: u64, grace_ns: u64) -> Option<u64> {
         let tl = timeline?;
         if let Some(&(_, cookie)) = tl.iter().rev().find(|(since, _)| *since <= ts)
-            && self.socks.get(&cookie).is_some_and(|s| s.alive_at(ts))
+            && self
+                .socks
+                .get(&cookie)
+                .is_some_and(|s| s.alive_at(ts, grace_ns))
         {
             return Some(cookie);
         }
@@ -476,7 +503,7 @@ mod tests {
         e.tid = pid;
         e.ts_ns = ts;
         e.family = AF_INET;
-        e.protocol = 17;
+        e.protocol = u16::from(proto::UDP);
         e.task_valid = 1;
         e.hook = hook::POST_BIND4;
         e.comm[..4].copy_from_slice(b"test");
@@ -491,7 +518,7 @@ mod tests {
             src_port: 5000,
             dst: Addr::from_v4([127, 0, 0, 9]),
             dst_port: ts_port,
-            protocol: 17,
+            protocol: proto::UDP,
         }
     }
 
@@ -541,6 +568,43 @@ mod tests {
         assert_eq!(t.gc(later, 120_000_000_000), 2);
         assert!(t.socket(1).is_some(), "a live inet socket is kept");
         assert!(t.socket(2).is_none() && t.socket(3).is_none());
+    }
+
+    /// A send's packet is captured before `sock_send_length` fires at the end of the
+    /// send, so the packet is stamped before the event that names its sender is emitted.
+    /// The event carries the time the send began, and the ring can deliver it before or
+    /// after an event of the previous user stamped earlier: whatever the order the table
+    /// applies them in, each packet gets the task that was sending at its time.
+    #[test]
+    fn packet_stamped_before_its_senders_event_gets_that_sender() {
+        let clock = BootClock::new();
+        let s = 10_000_000_000u64;
+        let (parent, child) = (4_000_000_201, 4_000_000_202);
+        let bind = ev(kind::BIND, 1, parent, s);
+        // The parent's last send began at s+50us, the child's first at s+100us; the
+        // child's packet is stamped at s+150us, before its event was emitted (s+200us).
+        let mut parent_send = ev(kind::SEND, 1, parent, s + 50_000);
+        parent_send.hook = hook::SEND_LENGTH;
+        let mut child_send = ev(kind::SEND, 1, child, s + 100_000);
+        child_send.hook = hook::SEND_LENGTH;
+        let at = |boot: u64| clock.to_epoch_ns(boot);
+        for order in [
+            [&bind, &parent_send, &child_send],
+            [&bind, &child_send, &parent_send],
+            [&child_send, &bind, &parent_send],
+        ] {
+            let mut t = SocketTable::new(clock);
+            for e in order {
+                t.apply(e);
+            }
+            let pid_at = |boot: u64| {
+                t.lookup(&ends(53), Direction::Outbound, at(boot))
+                    .map(|tag| tag.pid)
+            };
+            assert_eq!(pid_at(s + 150_000), Some(child), "the child's first packet");
+            assert_eq!(pid_at(s + 60_000), Some(parent), "the parent's last packet");
+            assert_eq!(pid_at(s + 10_000), Some(parent), "before any send");
+        }
     }
 
     #[test]
