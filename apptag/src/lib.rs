@@ -11,6 +11,7 @@
 pub mod analysis;
 pub mod bytes;
 pub mod dissect;
+pub mod export;
 pub mod model;
 pub mod pcapng;
 pub mod privileges;

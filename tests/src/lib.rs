@@ -12,6 +12,7 @@ use std::{
 use apptag::sensor::probes::{EventStream, ProbeConfig, Probes, ProgramStatus};
 
 pub mod blocks;
+pub mod engines;
 pub mod netns;
 pub mod oracle;
 pub mod sensor;

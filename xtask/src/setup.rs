@@ -23,6 +23,7 @@ pub const DEB_PACKAGES: &[&str] = &[
     "socat",
     "curl",
     "python3",
+    "python3-pip",
     "procps",
     // `apptag report --plot` draws text with this font; the report bench measures with
     // GNU time.
@@ -34,6 +35,19 @@ pub const DEB_PACKAGES: &[&str] = &[
     // runs its ExecStart as the unit's user and capabilities in the sensor tests.
     "systemd",
     "util-linux",
+    // The export tests: a ClickHouse server they start on loopback, and the Java runtime
+    // that pyspark runs on.
+    "clickhouse-server",
+    "openjdk-17-jre-headless",
+];
+
+/// PyPI packages for the export tests: Spark in local mode reads the Parquet files,
+/// `communityid` is the reference Community ID, `jsonschema` checks the NDJSON records.
+pub const PYPI_PACKAGES: &[(&str, &str)] = &[
+    ("pyspark", "pyspark"),
+    ("communityid", "communityid"),
+    ("jsonschema", "jsonschema"),
+    ("rfc3339-validator", "rfc3339_validator"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -41,6 +55,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Full setup with progress messages.
 pub fn run() -> Result<()> {
     ensure_debs()?;
+    ensure_pypi()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     eprintln!("setup: everything is in place");
@@ -100,6 +115,28 @@ fn ensure_debs() -> Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Installs the PyPI packages into the `python3` on PATH (the one the tests run).
+fn ensure_pypi() -> Result<()> {
+    let missing: Vec<&str> = PYPI_PACKAGES
+        .iter()
+        .filter(|(_, module)| {
+            !cmd_ok(Command::new("python3").args(["-c", &format!("import {module}")]))
+        })
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing PyPI packages: {}", missing.join(" "));
+    // Debian's own python3 refuses pip without --break-system-packages (PEP 668); other
+    // interpreters accept the flag.
+    run_cmd(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--break-system-packages"])
+            .args(&missing),
     )
 }
 

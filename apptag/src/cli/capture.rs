@@ -79,6 +79,21 @@ pub struct CaptureArgs {
     /// the user running apptag).
     #[arg(long)]
     group_read: bool,
+    /// Export flow records (ECS) live: clickhouse://HOST:8123/DB.TABLE, tcp://HOST:PORT
+    /// (NDJSON lines), http://HOST:PORT/PATH (NDJSON POSTs), file:PATH.ndjson, or
+    /// file:PATH.parquet (one Parquet file per capture file). Repeatable. See docs/EXPORT.md.
+    #[arg(long = "export", value_name = "TARGET")]
+    exports: Vec<String>,
+    /// Seconds between interim records of a flow that goes on (its totals so far).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    export_interval: f64,
+    /// Directory where records wait while a collector is unreachable (replayed in order,
+    /// also by the next run). Without it they wait in memory, up to a bound.
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<std::path::PathBuf>,
+    /// Megabytes the spool may hold per target; beyond, records are dropped and counted.
+    #[arg(long, value_name = "MB", default_value_t = 256.0)]
+    spool_max: f64,
     /// Capture filter in tcpdump (pcap-filter) syntax, after the options (a first word that
     /// is not a subcommand is refused as a mistyped subcommand).
     #[arg(trailing_var_arg = true, value_name = "FILTER")]
@@ -125,6 +140,25 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         (None, false) if !apptag::sys::is_root() => Privileges::DropCapabilities,
         (None, false) => Privileges::Keep,
     };
+    let exporter = if a.exports.is_empty() {
+        None
+    } else {
+        let targets = a
+            .exports
+            .iter()
+            .map(|t| apptag::export::Target::parse(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(apptag::export::Exporter::start(
+            apptag::export::LiveConfig {
+                targets,
+                host: apptag::export::offline::host_name(),
+                interval: Duration::from_secs_f64(a.export_interval.max(0.1)),
+                spool_dir: a.spool_dir.clone(),
+                spool_max: (a.spool_max.max(0.0) * 1e6) as u64,
+                batch_records: 5000,
+            },
+        )?)
+    };
     let cfg = apptag::sensor::pipeline::SensorConfig {
         interfaces: a.interfaces,
         output: a
@@ -155,9 +189,28 @@ pub fn run(a: CaptureArgs) -> Result<()> {
             apptag::sys::PRIVATE_FILE_MODE
         },
         privileges,
+        export: exporter.as_ref().and_then(|e| e.handle()),
     };
     let stop = stop_flag()?;
-    let s = apptag::sensor::pipeline::run(&cfg, stop)?;
+    let result = apptag::sensor::pipeline::run(&cfg, stop);
+    drop(cfg);
+    // The exporter ends after the capture, whether it succeeded or not: what it holds is
+    // sent or spooled.
+    if let Some(e) = exporter {
+        let c = e.finish();
+        eprintln!(
+            "{} flow records exported ({} replayed from the spool), {} spooled, {} dropped",
+            c.exported, c.replayed, c.spooled, c.dropped
+        );
+        if c.updates_dropped > 0 {
+            eprintln!(
+                "{} table updates skipped while the exporter was behind (later ones carried \
+                 their totals)",
+                c.updates_dropped
+            );
+        }
+    }
+    let s = result?;
     // tcpdump's wording, so scripts and benchmarks that read tcpdump read apptag too.
     eprintln!("{} packets captured", s.written);
     eprintln!(

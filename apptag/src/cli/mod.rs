@@ -5,6 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod capture;
 mod creds;
 mod fields;
+mod export;
 mod follow;
 mod privileges;
 mod report_extract;
@@ -66,6 +67,8 @@ enum Cmd {
     Creds(creds::CredsArgs),
     /// Print fields of packets and protocol elements, like `tshark -T fields -e NAME`.
     Fields(fields::FieldsArgs),
+    /// Flow records (ECS) of capture files: NDJSON, Parquet or ClickHouse.
+    Export(export::ExportArgs),
 }
 
 /// Parses the command line. A bare word where a subcommand goes is a mistyped subcommand
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Cmd::Follow(args)) => follow::run(&args),
         Some(Cmd::Creds(args)) => creds::run(&args),
         Some(Cmd::Fields(args)) => fields::run(&args),
+        Some(Cmd::Export(args)) => export::run(&args),
         Some(Cmd::Extract(args)) => {
             let stats = report_extract::run_extract(&args)
                 .with_context(|| format!("extracting from {}", args.file.display()))?;

@@ -99,6 +99,9 @@ pub struct SensorConfig {
     pub file_mode: u32,
     /// What to give up once the probes, rings and first file are in place.
     pub privileges: Privileges,
+    /// Live flow-record export (`--export`): fed each periodic and final table, never
+    /// waited on (see `export::live`).
+    pub export: Option<crate::export::ExportHandle>,
 }
 
 /// What the sensor keeps once started (see [`crate::privileges`]).
@@ -334,6 +337,9 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
             last_apps = Instant::now();
             let apps = merge.apps();
             out.periodic(&apps)?;
+            if let Some(x) = &cfg.export {
+                x.table(&out.path, &apps, merge.procs.values());
+            }
         }
         if status.due() {
             status.update(&merge.summary, &merge.apps_top());
@@ -345,6 +351,9 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     status.clear();
     merge.summary.kernel_dropped = captures.iter().map(|c| c.stats().os_dropped).sum();
     let apps = merge.apps();
+    if let Some(x) = &cfg.export {
+        x.end_of_file(&out.path, &apps, merge.procs.values());
+    }
     out.close(&apps, &captures)?;
     if let Some(k) = attributor.kernel_stats()
         && k.ringbuf_full > 0
@@ -737,6 +746,9 @@ impl Merge {
             if out.due() {
                 let apps = self.apps();
                 // The next file describes only its own packets.
+                if let Some(x) = &cfg.export {
+                    x.end_of_file(&out.path, &apps, self.procs.values());
+                }
                 self.sockets.clear();
                 self.procs.clear();
                 if !out.rotate(&apps, captures)? {

@@ -3,6 +3,7 @@
 mod analysis;
 mod attribution;
 mod capture;
+mod export;
 mod pcapng;
 mod report;
 
@@ -22,6 +23,8 @@ pub enum Name {
     /// Defragmentation + TCP reassembly on a multi-GB capture with loss, retransmission,
     /// reordering and fragments, vs tshark and tcpflow (issue: stream analysis).
     Analysis,
+    /// Flow-record export: records/s per encoding on one core (issue: fleets).
+    Export,
 }
 
 pub fn run(name: Name, args: &[String]) -> Result<()> {
@@ -31,5 +34,6 @@ pub fn run(name: Name, args: &[String]) -> Result<()> {
         Name::Report => report::run(args),
         Name::Capture => capture::run(args),
         Name::Analysis => analysis::run(args),
+        Name::Export => export::run(args),
     }
 }
