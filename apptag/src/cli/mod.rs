@@ -4,8 +4,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod capture;
 mod creds;
-mod fields;
 mod export;
+mod fields;
 mod follow;
 mod privileges;
 mod report_extract;
