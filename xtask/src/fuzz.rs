@@ -40,6 +40,8 @@ pub fn list() -> Result<()> {
 #[derive(Debug, Default)]
 struct Stats {
     executions: u64,
+    /// Seconds libFuzzer ran (without the build).
+    secs: u64,
     crashes: Vec<String>,
 }
 
@@ -90,6 +92,16 @@ pub fn run(target: &str, secs: u64) -> Result<()> {
             if let Some(v) = line.strip_prefix("stat::number_of_executed_units:") {
                 stats.executions = v.trim().parse().unwrap_or(0);
             }
+            // "Done 1299614 runs in 61 second(s)"
+            if let Some(rest) = line.strip_prefix("Done ")
+                && let Some((_, t)) = rest.split_once(" runs in ")
+            {
+                stats.secs = t
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            }
         }
     }
     let status = child.wait().context("waiting for cargo fuzz")?;
@@ -99,8 +111,9 @@ pub fn run(target: &str, secs: u64) -> Result<()> {
         .filter(|f| !before.contains(f))
         .collect();
     println!(
-        "fuzz {target}: {} executions in {elapsed} s (limit {secs} s), {} crash(es)",
+        "fuzz {target}: {} executions in {} s of fuzzing ({elapsed} s with the build), {} crash(es)",
         stats.executions,
+        stats.secs,
         stats.crashes.len()
     );
     for c in &stats.crashes {
