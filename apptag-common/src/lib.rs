@@ -70,6 +70,28 @@ pub mod hook {
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
+/// IP protocol numbers (IPPROTO_*), as in IP headers and the kernel's socket tables.
+pub mod ipproto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+    pub const UDPLITE: u8 = 136;
+    pub const RAW: u8 = 255;
+}
+
+/// Which way a packet crossed the socket, in [`SockEvent::direction`] of FLOW events.
+pub mod direction {
+    /// Leaving the socket (cgroup_skb egress).
+    pub const EGRESS: u8 = 1;
+    /// Arriving at the socket (cgroup_skb ingress).
+    pub const INGRESS: u8 = 2;
+}
+
+/// TCP_LISTEN: the TCP state of a listening socket in sock_diag and /proc/net/tcp.
+pub const TCP_LISTEN: u8 = 10;
+
 /// One socket event, written by the kernel programs into the `EVENTS` ring buffer.
 ///
 /// Addresses are 16 bytes: IPv4 addresses sit in the first 4 bytes (network order) with
@@ -103,7 +125,7 @@ pub struct SockEvent {
     pub remote_port: u16,
     /// 1 when the task fields (pid, tid, comm, uid...) belong to the socket's user.
     pub task_valid: u8,
-    /// For FLOW events: 1 egress (packet leaving the socket), 2 ingress.
+    /// For FLOW events: [`direction::EGRESS`] or [`direction::INGRESS`].
     pub direction: u8,
     /// Byte count for SEND/RECV events where the hook reports one.
     pub len: u32,

@@ -11,7 +11,9 @@
 #![no_std]
 #![no_main]
 
-use apptag_common::{AF_INET, AF_INET6, FlowKey, SockEvent, SockTaskKey, hook, kind, stat};
+use apptag_common::{
+    AF_INET, AF_INET6, FlowKey, SockEvent, SockTaskKey, direction, hook, ipproto, kind, stat,
+};
 use aya_ebpf::{
     EbpfContext,
     bindings::{bpf_sock, bpf_sock_addr},
@@ -41,10 +43,11 @@ static SEEN_FLOW: LruHashMap<FlowKey, u8> = LruHashMap::with_max_entries(262144,
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-const IPPROTO_TCP: u16 = 6;
-const IPPROTO_UDP: u16 = 17;
-const IPPROTO_UDPLITE: u16 = 136;
-const IPPROTO_SCTP: u16 = 132;
+// The socket's protocol field is 16 bits wide.
+const IPPROTO_TCP: u16 = ipproto::TCP as u16;
+const IPPROTO_UDP: u16 = ipproto::UDP as u16;
+const IPPROTO_UDPLITE: u16 = ipproto::UDPLITE as u16;
+const IPPROTO_SCTP: u16 = ipproto::SCTP as u16;
 
 // sock_ops operations (uapi/linux/bpf.h).
 const BPF_SOCK_OPS_TCP_CONNECT_CB: u32 = 3;
@@ -370,7 +373,7 @@ pub fn apptag_recv_length(ctx: BtfTracePointContext) -> i32 {
 // ---------------------------------------------------------------------------------------
 
 #[inline(always)]
-fn skb_flow(ctx: &SkBuffContext, direction: u8) {
+fn skb_flow(ctx: &SkBuffContext, dir: u8) {
     bump(stat::SKB_PACKETS);
     let cookie = sock_cookie(ctx);
     if cookie == 0 {
@@ -425,7 +428,7 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
             dport = u16::from_be(ports[1]);
         }
     }
-    if direction == 1 {
+    if dir == direction::EGRESS {
         key.local_addr = src;
         key.remote_addr = dst;
         key.local_port = sport;
@@ -445,12 +448,12 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
         ev.ts_ns = now();
         ev.cookie = cookie;
         ev.kind = kind::FLOW;
-        ev.hook = if direction == 1 {
+        ev.hook = if dir == direction::EGRESS {
             hook::SKB_EGRESS
         } else {
             hook::SKB_INGRESS
         };
-        ev.direction = direction;
+        ev.direction = dir;
         ev.uid = uid;
         ev.family = key.family;
         ev.protocol = key.protocol;
@@ -463,13 +466,13 @@ fn skb_flow(ctx: &SkBuffContext, direction: u8) {
 
 #[cgroup_skb(egress)]
 pub fn apptag_skb_egress(ctx: SkBuffContext) -> i32 {
-    skb_flow(&ctx, 1);
+    skb_flow(&ctx, direction::EGRESS);
     1
 }
 
 #[cgroup_skb(ingress)]
 pub fn apptag_skb_ingress(ctx: SkBuffContext) -> i32 {
-    skb_flow(&ctx, 2);
+    skb_flow(&ctx, direction::INGRESS);
     1
 }
 

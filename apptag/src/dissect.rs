@@ -13,8 +13,32 @@ use crate::{
 };
 
 /// An address in canonical (IPv4-mapped) 16-byte form.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Addr(pub [u8; 16]);
+
+// Flow tables hash and order addresses for every packet: as one 128-bit word, that is two
+// multiplications of FxHash and one comparison, where the derived impls would go through
+// a length-prefixed byte slice. Big-endian, so the order is the bytes' lexicographic one.
+impl std::hash::Hash for Addr {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
+
+impl Ord for Addr {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        u128::from_be_bytes(self.0).cmp(&u128::from_be_bytes(other.0))
+    }
+}
+
+impl PartialOrd for Addr {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Addr {
     pub const UNSPECIFIED: Addr = Addr([0; 16]);
@@ -104,7 +128,12 @@ impl FiveTuple {
     /// tuple is in that order (its source is the lower end).
     #[inline]
     pub fn canonical(&self) -> (FiveTuple, bool) {
-        if (self.src, self.src_port) <= (self.dst, self.dst_port) {
+        // Addresses as 128-bit words: one comparison each, in the order of `Addr`.
+        let (s, d) = (
+            u128::from_be_bytes(self.src.0),
+            u128::from_be_bytes(self.dst.0),
+        );
+        if s < d || (s == d && self.src_port <= self.dst_port) {
             (*self, true)
         } else {
             (self.reversed(), false)
@@ -170,6 +199,13 @@ pub struct FragInfo {
     pub header_len: usize,
     /// The protocol of the fragmented payload (IPv4 protocol, IPv6 fragment next header).
     pub next_header: u8,
+    /// Where in `l3` the byte naming the fragment header sits (IPv6: the next-header field
+    /// of the IPv6 header or of the last extension header before the fragment header), so
+    /// a reassembled datagram can name the payload instead. IPv4: the protocol field (9).
+    pub next_header_field: usize,
+    /// The capture ended before the datagram did (snap length shorter than the IP length
+    /// field): the fragment's data is incomplete.
+    pub truncated: bool,
 }
 
 /// The TCP header fields that stream reassembly needs.
@@ -400,6 +436,7 @@ fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     } else {
         ip.len()
     };
+    let truncated = total >= ihl && total > ip.len();
     d.l3 = &ip[..end];
     let frag = be16(ip, 6).unwrap_or(0);
     let id = u32::from(be16(ip, 4).unwrap_or(0));
@@ -412,6 +449,8 @@ fn ipv4<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
             data_start: ihl.min(end),
             header_len: ihl,
             next_header: ip[9],
+            next_header_field: 9,
+            truncated,
         };
     }
     if offset != 0 {
@@ -442,9 +481,12 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
     } else {
         (40 + plen).min(ip.len())
     };
+    let truncated = plen != 0 && 40 + plen > ip.len();
     d.l3 = &ip[..end];
     let mut next = ip[6];
     let mut off = 40;
+    // Where the byte naming the current header sits.
+    let mut next_field = 6;
     // Extension headers, bounded so a crafted loop of headers cannot stall us.
     for _ in 0..16 {
         match next {
@@ -455,6 +497,7 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                     return;
                 };
                 next = nh;
+                next_field = off;
                 off += (usize::from(len) + 1) * 8;
             }
             // Authentication header: length in 4-byte units, minus 2.
@@ -464,6 +507,7 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                     return;
                 };
                 next = nh;
+                next_field = off;
                 off += (usize::from(len) + 2) * 4;
             }
             44 => {
@@ -479,8 +523,11 @@ fn ipv6<'a>(ip: &'a [u8], d: &mut Dissected<'a>) {
                     data_start: (off + 8).min(end),
                     header_len: off,
                     next_header: nh,
+                    next_header_field: next_field,
+                    truncated,
                 };
                 next = nh;
+                next_field = off;
                 off += 8;
                 let offset = fo >> 3;
                 d.fragment = Fragment::of(offset, fo & 1 != 0, id);
@@ -662,6 +709,22 @@ mod tests {
                 .ip_five_tuple()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn addr_order_is_the_byte_order() {
+        let a = [
+            Addr::from_v4([10, 0, 0, 1]),
+            Addr::from_v4([9, 255, 255, 255]),
+        ];
+        assert!(a[1] < a[0]);
+        assert!(Addr([0; 16]) < Addr::from_v4([0; 4]));
+        let mut hi = [0u8; 16];
+        hi[0] = 1;
+        let mut lo = [0xffu8; 16];
+        lo[0] = 0;
+        assert!(Addr(lo) < Addr(hi));
+        assert_eq!(Addr(lo).cmp(&Addr(lo)), std::cmp::Ordering::Equal);
     }
 
     #[test]

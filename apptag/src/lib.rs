@@ -17,3 +17,4 @@ pub mod privileges;
 pub mod report;
 pub mod sensor;
 pub mod sys;
+pub mod units;

@@ -105,13 +105,7 @@ pub struct ProcessInfo {
 
 /// Transport protocol numbers (IPPROTO_*) used in socket records.
 pub mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ICMPV6: u8 = 58;
-    pub const SCTP: u8 = 132;
-    pub const UDPLITE: u8 = 136;
-    pub const RAW: u8 = 255;
+    pub use apptag_common::ipproto::*;
 
     pub fn name(p: u8) -> &'static str {
         match p {

@@ -308,13 +308,45 @@ fn conversations_match_tshark_conv() {
 }
 
 /// Exact bytes per 5-tuple from tshark's per-frame fields (conv tables round large byte
-/// counts). Fragments are joined to the datagram's first fragment by IP id, as apptag does,
-/// with tshark's reassembly off so each fragment is its own frame.
+/// counts). Every fragment counts to its datagram's flow (the first fragment's ports, by IP
+/// id), wherever in the file the first fragment is, with tshark's reassembly off so each
+/// fragment is its own frame.
 #[test]
 fn flows_match_tshark_frame_fields() {
     for file in captures() {
+        flows_match_frame_fields(&file);
+    }
+}
+
+/// The fragmented captures with their packets in reverse order, so each datagram's first
+/// fragment arrives last: apptag's defragmenter still counts every fragment to the
+/// datagram's flow.
+#[test]
+fn flows_match_tshark_with_first_fragments_last() {
+    let dir = std::env::temp_dir().join(format!("apptag-report-rev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut n = 0;
+    for file in captures().into_iter().filter(|f| has_fragments(f)) {
+        let data = std::fs::read(&file).unwrap();
+        let offs = record_offsets(&data);
+        let mut rev = data[..24].to_vec();
+        for (i, &o) in offs.iter().enumerate().rev() {
+            let end = offs.get(i + 1).copied().unwrap_or(data.len());
+            rev.extend_from_slice(&data[o..end]);
+        }
+        let path = dir.join(file.file_name().unwrap());
+        std::fs::write(&path, &rev).unwrap();
+        flows_match_frame_fields(&path);
+        n += 1;
+    }
+    assert_eq!(n, 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn flows_match_frame_fields(file: &Path) {
+    {
         let out = tshark(
-            &file,
+            file,
             &[
                 "-o",
                 "ip.defragment:FALSE",
@@ -364,58 +396,64 @@ fn flows_match_tshark_frame_fields() {
         );
         let mut expected: BTreeMap<ConvKey, ConvVal> = BTreeMap::new();
         let mut first_frag: FragFlows = BTreeMap::new();
-        for line in out.lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            let g = |i: usize| f.get(i).copied().unwrap_or("");
-            let len: u64 = g(0).parse().unwrap();
-            let (src, dst) = if !g(1).is_empty() {
-                (g(1), g(2))
-            } else {
-                (g(3), g(4))
-            };
-            if src.is_empty() {
-                continue;
-            }
-            let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-            let v6 = g(1).is_empty();
-            let (sp, dp, proto) = if !g(7).is_empty() {
-                (g(7).parse().unwrap(), g(8).parse().unwrap(), "tcp")
-            } else if !g(9).is_empty() {
-                (g(9).parse().unwrap(), g(10).parse().unwrap(), "udp")
-            } else {
-                let p: u8 = if v6 && !g(17).is_empty() {
-                    g(17).parse().unwrap_or(0)
-                } else if v6 {
-                    g(6).parse().unwrap_or(0)
+        // Two passes: first fragments anywhere in the file, then every frame.
+        for pass in 0..2 {
+            for line in out.lines() {
+                let f: Vec<&str> = line.split('\t').collect();
+                let g = |i: usize| f.get(i).copied().unwrap_or("");
+                let len: u64 = g(0).parse().unwrap();
+                let (src, dst) = if !g(1).is_empty() {
+                    (g(1), g(2))
                 } else {
-                    g(5).parse().unwrap_or(0)
+                    (g(3), g(4))
                 };
-                (0u16, 0u16, apptag::model::proto::name(p))
-            };
-            let (id, offset, more) = if v6 {
-                (g(14), g(15), g(16))
-            } else {
-                (g(11), g(12), g(13))
-            };
-            let later = !offset.is_empty() && offset != "0";
-            let more = more == "1" || more == "True";
-            let fk = (src, dst, id.to_string());
-            let (proto, x, y) = if later && let Some(k) = first_frag.get(&fk) {
-                k.clone()
-            } else {
-                (proto.to_string(), (src, sp), (dst, dp))
-            };
-            if !later && more {
-                first_frag.insert(fk, (proto.clone(), x, y));
-            }
-            let fwd = x == (src, sp) || later && x.0 == src;
-            if fwd {
-                add(&mut expected, &proto, x, y, (1, len, 0, 0));
-            } else {
-                add(&mut expected, &proto, y, x, (1, len, 0, 0));
+                if src.is_empty() {
+                    continue;
+                }
+                let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+                let v6 = g(1).is_empty();
+                let (sp, dp, proto) = if !g(7).is_empty() {
+                    (g(7).parse().unwrap(), g(8).parse().unwrap(), "tcp")
+                } else if !g(9).is_empty() {
+                    (g(9).parse().unwrap(), g(10).parse().unwrap(), "udp")
+                } else {
+                    let p: u8 = if v6 && !g(17).is_empty() {
+                        g(17).parse().unwrap_or(0)
+                    } else if v6 {
+                        g(6).parse().unwrap_or(0)
+                    } else {
+                        g(5).parse().unwrap_or(0)
+                    };
+                    (0u16, 0u16, apptag::model::proto::name(p))
+                };
+                let (id, offset, more) = if v6 {
+                    (g(14), g(15), g(16))
+                } else {
+                    (g(11), g(12), g(13))
+                };
+                let later = !offset.is_empty() && offset != "0";
+                let more = more == "1" || more == "True";
+                let fk = (src, dst, id.to_string());
+                if pass == 0 {
+                    if !later && more {
+                        first_frag.insert(fk, (proto.to_string(), (src, sp), (dst, dp)));
+                    }
+                    continue;
+                }
+                let (proto, x, y) = if later && let Some(k) = first_frag.get(&fk) {
+                    k.clone()
+                } else {
+                    (proto.to_string(), (src, sp), (dst, dp))
+                };
+                let fwd = x == (src, sp) || later && x.0 == src;
+                if fwd {
+                    add(&mut expected, &proto, x, y, (1, len, 0, 0));
+                } else {
+                    add(&mut expected, &proto, y, x, (1, len, 0, 0));
+                }
             }
         }
-        let ours = ours_transport(&report(&file));
+        let ours = ours_transport(&report(file));
         assert_eq!(ours, expected, "{}", file.display());
     }
 }

@@ -149,7 +149,7 @@ pub fn run(a: CaptureArgs) -> Result<()> {
     eprintln!("{} packets dropped by kernel", s.kernel_dropped);
     eprintln!(
         "{} written, {:.1}% of packets attributed to a process",
-        apptag::sensor::status::human_bytes(s.bytes),
+        apptag::units::human_bytes(s.bytes),
         apptag::sensor::status::share(s.attributed, s.captured)
     );
     Ok(())

@@ -3,9 +3,11 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod capture;
+mod follow;
 mod privileges;
 mod report_extract;
 mod sockets;
+mod streams;
 
 use apptag::sensor::attribution::Mode;
 use privileges::{check_privileges, stop_flag};
@@ -53,6 +55,10 @@ enum Cmd {
     /// Write one application's packets (with its process and application records) to a new
     /// pcapng file.
     Extract(report_extract::ExtractArgs),
+    /// Every TCP and UDP stream of a capture, with its application (tshark's numbering).
+    Streams(streams::StreamsArgs),
+    /// One stream's bytes in order, or every stream of an application into files.
+    Follow(follow::FollowArgs),
 }
 
 /// Parses the command line. A bare word where a subcommand goes is a mistyped subcommand
@@ -130,6 +136,8 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Cmd::Streams(args)) => streams::run(&args),
+        Some(Cmd::Follow(args)) => follow::run(&args),
         Some(Cmd::Extract(args)) => {
             let stats = report_extract::run_extract(&args)
                 .with_context(|| format!("extracting from {}", args.file.display()))?;

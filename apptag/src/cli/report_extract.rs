@@ -90,7 +90,7 @@ pub fn run_extract(
         args.output.display(),
         stats.packets_written,
         stats.packets_read,
-        table::human_bytes(stats.bytes_written),
+        apptag::units::human_bytes(stats.bytes_written),
         stats.processes_written,
         stats.applications_written
     );

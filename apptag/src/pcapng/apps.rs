@@ -51,11 +51,10 @@ pub fn collect(path: &Path) -> Result<AppsReport, PcapngError> {
 
 fn fmt_time(ns: u64) -> String {
     if ns == 0 {
-        return "-".into();
+        "-".into()
+    } else {
+        crate::units::clock_time(ns)
     }
-    let secs = ns / 1_000_000_000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    format!("{h:02}:{m:02}:{s:02}.{:03}", (ns / 1_000_000) % 1000)
 }
 
 fn via(p: Provenance) -> String {

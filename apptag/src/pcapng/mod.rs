@@ -104,13 +104,30 @@ impl PcapngError {
     }
 }
 
-/// A capture file mapped into memory, for [`Reader`].
+/// A capture file mapped into memory: the one way the crate opens a file to read it, so
+/// only the pages being read are resident.
 pub struct Mapped {
     // An empty file cannot be mapped; it reads as an empty slice instead.
     map: Option<memmap2::Mmap>,
 }
 
 impl Mapped {
+    /// Maps `path` read-only. The error names the step that failed (`open`, `stat`, `map`),
+    /// for the caller's message.
+    pub fn open(path: &Path) -> Result<Mapped, (&'static str, std::io::Error)> {
+        let file = std::fs::File::open(path).map_err(|e| ("open", e))?;
+        let len = file.metadata().map_err(|e| ("stat", e))?.len();
+        if len == 0 {
+            return Ok(Mapped { map: None });
+        }
+        // SAFETY: the map is read-only; the file is only appended to by writers, never
+        // shrunk while we read (documented on `open_file`). If another process truncates it
+        // anyway, access faults (SIGBUS): the accepted price of mapping captures, as in
+        // every mmap-based pcap reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ("map", e))?;
+        Ok(Mapped { map: Some(map) })
+    }
+
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
@@ -118,26 +135,39 @@ impl Mapped {
     pub fn reader(&self) -> Result<Reader<'_>, PcapngError> {
         Reader::new(self.bytes())
     }
+
+    /// Tells the kernel the file is read front to back (more read-ahead).
+    pub fn advise_sequential(&self) {
+        if let Some(map) = &self.map {
+            let _ = map.advise(memmap2::Advice::Sequential);
+        }
+    }
+
+    /// Drops the pages before `offset` from this process's resident set, so reading a file
+    /// bigger than memory costs page cache, not RSS. They come back (from the page cache)
+    /// if touched again.
+    pub fn release_before(&self, offset: usize) {
+        const PAGE: usize = 4096;
+        let len = offset / PAGE * PAGE;
+        if let Some(map) = &self.map
+            && len > 0
+            && len <= map.len()
+        {
+            // SAFETY: the mapping is read-only and file-backed: MADV_DONTNEED only unmaps
+            // the pages, and any later access faults the same file contents back in, so
+            // slices borrowed from this range stay valid.
+            let _ =
+                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
+        }
+    }
 }
 
 /// Maps a capture file read-only. The file must not be truncated while mapped (a capture
 /// still being written only grows, which is fine).
 pub fn open_file(path: impl AsRef<Path>) -> Result<Mapped, PcapngError> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path)
-        .map_err(|e| PcapngError::io(format!("cannot open {}", path.display()), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| PcapngError::io(format!("cannot stat {}", path.display()), e))?
-        .len();
-    if len == 0 {
-        return Ok(Mapped { map: None });
-    }
-    // SAFETY: the map is read-only; the file is only appended to by writers, never shrunk
-    // while we read (documented above).
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| PcapngError::io(format!("cannot map {}", path.display()), e))?;
-    Ok(Mapped { map: Some(map) })
+    Mapped::open(path)
+        .map_err(|(step, e)| PcapngError::io(format!("cannot {step} {}", path.display()), e))
 }
 
 /// Cuts a damaged file (killed writer, full disk) back to its last complete block, so tools

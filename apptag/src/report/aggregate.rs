@@ -1,7 +1,7 @@
 //! Streaming aggregation of packets into applications, processes, flows and remote hosts.
 //! State grows with the number of flows (and applications), never with the number of
 //! packets, so a file of any size is read in bounded memory.
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -11,7 +11,12 @@ use crate::{
 };
 
 use super::payload;
-use crate::dissect::{self, Addr, Dissected, FiveTuple, Fragment};
+use crate::{
+    analysis::defrag::{
+        DatagramKey, DefragConfig, DefragOutcome, DefragStats, Defragmenter, DiscardReason, Dropped,
+    },
+    dissect::{self, Addr, Dissected, FiveTuple, Fragment},
+};
 
 /// Why traffic could not be given to an application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -341,7 +346,18 @@ pub struct Aggregator {
     attribution_start_ns: u64,
     pub flows: Vec<Flow>,
     flow_index: FxHashMap<FiveTuple, u32>,
-    fragments: FxHashMap<(IpAddr, IpAddr, u8, u32), u32>,
+    /// Fragments go through the defragmenter: each is counted to its datagram's flow when
+    /// the datagram is complete, whichever fragment came first.
+    defrag: Defragmenter,
+    /// Fragments whose datagram is not complete yet, accounted when it completes or is
+    /// dropped. Bounded by the defragmenter's limits (only held fragments wait, and the
+    /// discarded ones of a datagram still held).
+    pending: HashMap<DatagramKey, Vec<Pending>>,
+    spare_pending: Vec<Vec<Pending>>,
+    /// Frame number of the current packet (1-based).
+    frame: u64,
+    datagram: Vec<u8>,
+    drops: Vec<Dropped>,
     pub totals: Counters,
     pub non_ip_packets: u64,
     pub timeline: Timeline,
@@ -350,8 +366,38 @@ pub struct Aggregator {
     pub direction_guessed: u64,
 }
 
-/// Upper bound on the fragment table: old entries are dropped wholesale beyond it.
-const MAX_FRAGMENT_ENTRIES: usize = 65_536;
+/// A fragment waiting for its datagram: the packet and its own dissection, without the
+/// bytes (the defragmenter holds those).
+#[derive(Clone, Copy)]
+struct Pending {
+    frame: u64,
+    packet: Packet<'static>,
+    d: Dissected<'static>,
+}
+
+/// The line a packet's caller sees while its accounting waits for the rest of its datagram
+/// and no process tag says it already: "not known yet".
+pub const LINE_PENDING: LineId = LineId::MAX;
+
+fn detach(d: &Dissected) -> Dissected<'static> {
+    Dissected {
+        l3: &[],
+        payload: &[],
+        network: d.network,
+        link_direction: d.link_direction,
+        src: d.src,
+        dst: d.dst,
+        protocol: d.protocol,
+        src_port: d.src_port,
+        dst_port: d.dst_port,
+        icmp: d.icmp,
+        tcp_flags: d.tcp_flags,
+        fragment: d.fragment,
+        frag: d.frag,
+        ttl: d.ttl,
+        tcp: d.tcp,
+    }
+}
 
 impl Aggregator {
     pub fn new(meta: Metadata) -> Self {
@@ -370,7 +416,12 @@ impl Aggregator {
             attribution_start_ns: u64::MAX,
             flows: Vec::new(),
             flow_index: FxHashMap::default(),
-            fragments: FxHashMap::default(),
+            defrag: Defragmenter::new(DefragConfig::default()),
+            pending: HashMap::new(),
+            spare_pending: Vec::new(),
+            frame: 0,
+            datagram: Vec::new(),
+            drops: Vec::new(),
             totals: Counters::default(),
             non_ip_packets: 0,
             timeline: Timeline::default(),
@@ -508,9 +559,12 @@ impl Aggregator {
     }
 
     /// Accounts one packet; returns the line it went to and the pid it was given (0 when
-    /// no process is known).
+    /// no process is known). A fragment is accounted with its datagram, once that is
+    /// complete (or dropped); until then the line returned is its process's, from its tag,
+    /// or [`LINE_PENDING`].
     #[inline]
     pub fn packet(&mut self, p: &Packet) -> (LineId, u32) {
+        self.frame += 1;
         let linktype = self
             .linktypes
             .get(p.interface as usize)
@@ -530,7 +584,186 @@ impl Aggregator {
             self.account_line(line, pid, ts, len, out);
             return (line, pid);
         }
-        let fi = self.flow_for(&d, ts);
+        if d.fragment != Fragment::Whole {
+            return self.fragment(p, &d);
+        }
+        self.account(p, &d, true)
+    }
+
+    /// Defragmentation figures (every fragment held, reassembled or discarded, by reason).
+    pub fn defrag_stats(&self) -> &DefragStats {
+        self.defrag.stats()
+    }
+
+    /// End of the input: datagrams still incomplete are dropped and their fragments
+    /// accounted on their own (joined to their first fragment's flow when it was seen).
+    pub fn finish(&mut self) {
+        self.defrag.flush();
+        self.settle_drops();
+        let mut keys: Vec<DatagramKey> = self.pending.keys().copied().collect();
+        keys.sort_unstable();
+        for k in keys {
+            self.settle_incomplete(k);
+        }
+    }
+
+    /// A fragment: through the defragmenter, accounted now or when its datagram is done.
+    fn fragment(&mut self, p: &Packet, d: &Dissected) -> (LineId, u32) {
+        let frame = self.frame;
+        let Some(key) = DatagramKey::of(d) else {
+            return self.account(p, d, true);
+        };
+        enum Step {
+            Held,
+            Discarded(DiscardReason),
+            Done,
+        }
+        let step = match self.defrag.push(frame, p.ts_ns, d) {
+            DefragOutcome::Held => Step::Held,
+            DefragOutcome::Discarded(r) => Step::Discarded(r),
+            DefragOutcome::Reassembled { datagram, .. } => {
+                self.datagram.clear();
+                self.datagram.extend_from_slice(datagram);
+                Step::Done
+            }
+        };
+        // Fragments the defragmenter let go of while taking this one arrived earlier.
+        self.settle_drops();
+        let me = Pending {
+            frame,
+            packet: Packet { data: &[], ..*p },
+            d: detach(d),
+        };
+        match step {
+            Step::Held => {
+                self.hold(key, me);
+                self.provisional(p)
+            }
+            Step::Discarded(r) => {
+                log::debug!("frame {frame}: fragment discarded ({r})");
+                if self.pending.contains_key(&key) {
+                    // Its datagram is still being put together: counted with it.
+                    self.hold(key, me);
+                    self.provisional(p)
+                } else {
+                    self.account(p, d, true)
+                }
+            }
+            Step::Done => {
+                let buf = std::mem::take(&mut self.datagram);
+                let whole = dissect::dissect(dissect::linktype::RAW, &buf);
+                let mut waiting = self.pending.remove(&key).unwrap_or_default();
+                for w in waiting.drain(..) {
+                    let dd = Dissected {
+                        link_direction: w.d.link_direction,
+                        ..whole
+                    };
+                    self.account(&w.packet, &dd, false);
+                }
+                self.spare_pending.push(waiting);
+                let dd = Dissected {
+                    link_direction: d.link_direction,
+                    ..whole
+                };
+                let r = self.account(p, &dd, true);
+                self.datagram = buf;
+                r
+            }
+        }
+    }
+
+    fn hold(&mut self, key: DatagramKey, w: Pending) {
+        let spare = &mut self.spare_pending;
+        self.pending
+            .entry(key)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(w);
+    }
+
+    /// The line of a fragment whose accounting waits: only a process tag says it now.
+    fn provisional(&self, p: &Packet) -> (LineId, u32) {
+        match (p.pid, self.pid_line(p.pid, p.ts_ns)) {
+            (0, _) | (_, None) => (LINE_PENDING, 0),
+            (pid, Some(line)) => (line, pid),
+        }
+    }
+
+    /// Accounts the fragments the defragmenter dropped in its last call.
+    fn settle_drops(&mut self) {
+        let mut drops = std::mem::take(&mut self.drops);
+        drops.clear();
+        drops.extend_from_slice(self.defrag.dropped());
+        for dr in &drops {
+            match dr.reason {
+                // The whole datagram went: all its waiting fragments.
+                DiscardReason::Timeout | DiscardReason::Incomplete => {
+                    self.settle_incomplete(dr.key)
+                }
+                // One fragment went (its data lay past the datagram's end).
+                _ => self.settle_one(dr.key, dr.frame),
+            }
+        }
+        self.drops = drops;
+    }
+
+    /// The fragment of `key`'s datagram that carries the ports, if one is waiting.
+    fn first_of(&self, key: &DatagramKey) -> Option<Dissected<'static>> {
+        self.pending
+            .get(key)?
+            .iter()
+            .find(|w| matches!(w.d.fragment, Fragment::First { .. }))
+            .map(|w| w.d)
+    }
+
+    fn settle_one(&mut self, key: DatagramKey, frame: u64) {
+        let first = self.first_of(&key);
+        let Some(list) = self.pending.get_mut(&key) else {
+            return;
+        };
+        let Some(i) = list.iter().position(|w| w.frame == frame) else {
+            return;
+        };
+        let w = list.swap_remove(i);
+        if list.is_empty()
+            && let Some(l) = self.pending.remove(&key)
+        {
+            self.spare_pending.push(l);
+        }
+        self.account_alone(&w, first.as_ref());
+    }
+
+    fn settle_incomplete(&mut self, key: DatagramKey) {
+        let first = self.first_of(&key);
+        let Some(mut list) = self.pending.remove(&key) else {
+            return;
+        };
+        list.sort_unstable_by_key(|w| w.frame);
+        for w in list.drain(..) {
+            self.account_alone(&w, first.as_ref());
+        }
+        self.spare_pending.push(list);
+    }
+
+    /// A fragment whose datagram never came together: its own headers, with the ports of
+    /// its datagram's first fragment when that was seen.
+    fn account_alone(&mut self, w: &Pending, first: Option<&Dissected<'static>>) {
+        let d = match (w.d.fragment, first) {
+            (Fragment::Later { .. }, Some(f)) => Dissected {
+                link_direction: w.d.link_direction,
+                ..*f
+            },
+            _ => w.d,
+        };
+        self.account(&w.packet, &d, false);
+    }
+
+    /// Accounts one packet to the flow of `d` (for a fragment, its datagram's headers).
+    /// `inspect`: whether `d`'s payload may be looked at for a service or name (once per
+    /// datagram).
+    fn account(&mut self, p: &Packet, d: &Dissected, inspect: bool) -> (LineId, u32) {
+        let len = u64::from(p.orig_len);
+        let ts = p.ts_ns;
+        let fi = self.flow_for(d, ts);
         let flow_idx = fi as usize;
         // Direction: the capture's flag, else the cooked header's, else known local
         // addresses, else the flow's initiator is taken as this host.
@@ -566,7 +799,7 @@ impl Aggregator {
         // is the tagged process; its sockets do. Untagged packets go to the sender's socket.
         let host_local = is_host_local(src, dst);
         let decided = if host_local {
-            match self.pid_end(p.pid, ts, &d) {
+            match self.pid_end(p.pid, ts, d) {
                 Some(dir) => dir,
                 None if p.pid == 0 => Direction::Outbound,
                 None => decided,
@@ -580,7 +813,7 @@ impl Aggregator {
             Direction::Unknown => src_is_a == flow.local_is_a(),
         };
         let (line, pid, sock_local_is_src) =
-            self.attribute(p, &d, flow_idx, prelim_out, src_is_a, host_local, ts);
+            self.attribute(p, d, flow_idx, prelim_out, src_is_a, host_local, ts);
         let decided = match (host_local, sock_local_is_src) {
             (true, Some(local_is_src)) => {
                 if local_is_src {
@@ -623,7 +856,8 @@ impl Aggregator {
             flow.last_ns = ts;
         }
         let mut name = None;
-        if !d.payload.is_empty()
+        if inspect
+            && !d.payload.is_empty()
             && (flow.inspected < INSPECT_PACKETS
                 || matches!(flow.service, Some("dns")) && flow.names.len() < NAMES_PER_FLOW)
         {
@@ -822,8 +1056,10 @@ impl Aggregator {
         })
     }
 
-    /// The flow of a packet, created on first sight. Later fragments join the flow of
-    /// their datagram's first fragment when it was seen.
+    /// The flow of a packet, created on first sight. Fragments come here with their
+    /// datagram's headers (see `Aggregator::fragment`); a later fragment whose datagram
+    /// never completed and whose first fragment was not seen has no ports, and goes to its
+    /// hosts' portless flow.
     #[inline]
     fn flow_for(&mut self, d: &Dissected, ts: u64) -> u32 {
         let key_from_ports = |src_port, dst_port| {
@@ -834,15 +1070,10 @@ impl Aggregator {
             }
             .canonical()
         };
-        let (key, src_is_a) = match d.fragment {
-            Fragment::Later { id } => {
-                if let Some(&f) = self.fragments.get(&(d.src, d.dst, d.protocol, id)) {
-                    return f;
-                }
-                key_from_ports(0, 0)
-            }
-            _ if d.has_ports() => key_from_ports(d.src_port, d.dst_port),
-            _ => key_from_ports(0, 0),
+        let (key, src_is_a) = if d.has_ports() {
+            key_from_ports(d.src_port, d.dst_port)
+        } else {
+            key_from_ports(0, 0)
         };
         let idx = match self.flow_index.get(&key) {
             Some(&i) => i,
@@ -875,12 +1106,6 @@ impl Aggregator {
             if let Some(f) = self.flows.get_mut(idx as usize) {
                 f.a_initiated = src_is_a;
             }
-        }
-        if let Fragment::First { id } = d.fragment {
-            if self.fragments.len() >= MAX_FRAGMENT_ENTRIES {
-                self.fragments.clear();
-            }
-            self.fragments.insert((d.src, d.dst, d.protocol, id), idx);
         }
         idx
     }

@@ -117,7 +117,11 @@ impl<'a> PcapReader<'a> {
         }
         let off = self.pos;
         let big = self.header.big_endian;
-        let Some(hdr) = self.data.get(off..off + RECORD_HEADER_LEN) else {
+        let Some(hdr) = self
+            .data
+            .get(off..)
+            .and_then(<[u8]>::first_chunk::<RECORD_HEADER_LEN>)
+        else {
             self.failed = true;
             return Some(Err(ReportError::Truncated {
                 offset: off as u64,
@@ -127,7 +131,7 @@ impl<'a> PcapReader<'a> {
                 ),
             }));
         };
-        // The header's length was checked above.
+        // A fixed-size header: the compiler sees that every field is in it.
         let field = |i: usize| u32_at(hdr, i, big).unwrap_or(0);
         let (sec, frac, incl, orig) = (field(0), field(4), field(8), field(12));
         if incl > MAX_RECORD_LEN {

@@ -9,7 +9,8 @@ use plotters::{
     style::{FontStyle, register_font},
 };
 
-use super::{Report, ReportError, table::human_bytes};
+use super::{Report, ReportError};
+use crate::units::human_bytes;
 
 /// How many applications get their own band; the rest are summed into "other".
 const MAX_BANDS: usize = 8;
@@ -273,7 +274,7 @@ where
         .configure_mesh()
         .x_desc(format!(
             "time since {} ({tu}); bins of {}",
-            super::summary::format_time(report.timeline.origin_ns),
+            crate::units::utc_time(report.timeline.origin_ns),
             duration_label(bin_ns)
         ))
         .y_desc(format!("throughput ({ru}, stacked)"))

@@ -1,10 +1,8 @@
 //! Opens a capture file (memory-mapped) and turns it into one stream of records, whatever
 //! the format: classic pcap is read here, pcapng through [`crate::pcapng::reader`].
-use std::{fs::File, path::Path};
+use std::path::Path;
 
-use memmap2::Mmap;
-
-use crate::model::InterfaceInfo;
+use crate::{model::InterfaceInfo, pcapng::Mapped};
 
 use super::{ReportError, pcap};
 
@@ -25,55 +23,30 @@ pub use crate::pcapng::Record;
 
 /// A capture file held in memory (mapped, so only the pages being read are resident).
 pub struct Capture {
-    map: Option<Mmap>,
+    mapped: Mapped,
 }
 
 impl Capture {
     pub fn open(path: &Path) -> Result<Self, ReportError> {
-        let io = |source| ReportError::Io {
+        let mapped = Mapped::open(path).map_err(|(_, source)| ReportError::Io {
             path: path.display().to_string(),
             source,
-        };
-        let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        if len == 0 {
-            return Ok(Self { map: None });
-        }
-        // SAFETY: the map is read-only. If another process truncates the file while we
-        // read it, access faults (SIGBUS); that is the accepted price of mapping captures,
-        // as in every mmap-based pcap reader.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        #[cfg(unix)]
-        {
-            let _ = map.advise(memmap2::Advice::Sequential);
-        }
-        Ok(Self { map: Some(map) })
+        })?;
+        mapped.advise_sequential();
+        Ok(Self { mapped })
     }
 
     pub fn data(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.mapped.bytes()
     }
 
     pub fn records(&self) -> Result<Records<'_>, ReportError> {
         Records::new(self.data())
     }
 
-    /// Drops the pages before `offset` from this process's resident set, so reading a file
-    /// bigger than memory costs page cache, not RSS. They come back (from the page cache)
-    /// if touched again.
+    /// See [`Mapped::release_before`].
     pub fn release_before(&self, offset: usize) {
-        const PAGE: usize = 4096;
-        let len = offset / PAGE * PAGE;
-        if let Some(map) = &self.map
-            && len > 0
-            && len <= map.len()
-        {
-            // SAFETY: the mapping is read-only and file-backed: MADV_DONTNEED only unmaps
-            // the pages, and any later access faults the same file contents back in, so
-            // slices borrowed from this range stay valid.
-            let _ =
-                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
-        }
+        self.mapped.release_before(offset);
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::model::proto;
+use crate::{analysis::defrag::DefragStats, model::proto, units::utc_time};
 
 use super::{
     aggregate::{Aggregator, Counters, LineId, LineKind, Series},
@@ -35,6 +35,10 @@ pub struct Report {
     /// Every flow, only with `--flows` (there can be millions).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conversations: Vec<Conversation>,
+    /// IP defragmentation, when the file has fragments: datagrams reassembled and
+    /// fragments discarded, by reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defrag: Option<DefragStats>,
     /// Damage found in the file; the figures cover what was read before it.
     pub problems: Vec<Problem>,
     #[serde(skip)]
@@ -198,12 +202,14 @@ struct LineAcc {
 
 impl Report {
     pub fn build(
-        agg: Aggregator,
+        mut agg: Aggregator,
         file: String,
         format: Format,
         problems: Vec<Problem>,
         with_flows: bool,
     ) -> Self {
+        // Fragments still waiting for their datagrams are counted now.
+        agg.finish();
         let mut acc: Vec<LineAcc> = (0..agg.lines.len()).map(|_| LineAcc::default()).collect();
         let mut conversations = Vec::new();
         for f in &agg.flows {
@@ -372,8 +378,8 @@ impl Report {
                 remote_ports: a.ports.len() as u64,
                 first_ns: c.first_ns,
                 last_ns: c.last_ns,
-                first: format_time(c.first_ns),
-                last: format_time(c.last_ns),
+                first: utc_time(c.first_ns),
+                last: utc_time(c.last_ns),
                 protocols,
                 remotes,
                 names: a.names,
@@ -421,6 +427,7 @@ impl Report {
             }),
             applications: apps,
             conversations,
+            defrag: (agg.defrag_stats().fragments > 0).then(|| agg.defrag_stats().clone()),
             problems,
             timeline: Timeline {
                 origin_ns: agg.timeline.origin_ns,
@@ -462,54 +469,5 @@ fn process_entry(agg: &Aggregator, pid: u32, c: &Counters) -> Process {
         bytes_out: c.bytes_out,
         first_ns: c.first_ns,
         last_ns: c.last_ns,
-    }
-}
-
-/// `2026-11-22 14:20:01.123456 UTC` (empty for 0).
-pub fn format_time(ns: u64) -> String {
-    if ns == 0 {
-        return String::new();
-    }
-    let secs = ns / 1_000_000_000;
-    let micros = (ns % 1_000_000_000) / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06} UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_format() {
-        assert_eq!(
-            format_time(1_700_000_000_123_456_789),
-            "2023-11-14 22:13:20.123456 UTC"
-        );
-        assert_eq!(
-            format_time(951_782_400_000_000_000),
-            "2000-02-29 00:00:00.000000 UTC"
-        );
     }
 }

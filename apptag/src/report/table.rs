@@ -1,24 +1,8 @@
 //! The human-readable report.
 use std::fmt::Write;
 
-use super::{Report, summary::format_time};
-
-/// Bytes with a binary-free SI unit, as network people read them.
-pub fn human_bytes(b: u64) -> String {
-    let b = b as f64;
-    for (div, unit) in [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")] {
-        if b >= div {
-            return format!("{:.1} {unit}", b / div);
-        }
-    }
-    format!("{b} B")
-}
-
-fn short_time(ns: u64) -> String {
-    // "HH:MM:SS.mmm" of the full UTC stamp.
-    let full = format_time(ns);
-    full.get(11..23).unwrap_or("").to_string()
-}
+use super::Report;
+use crate::units::{clock_time, human_bytes, utc_time};
 
 fn clip(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -47,8 +31,8 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             o,
             "from {} to {}",
-            format_time(t.first_ns),
-            format_time(t.last_ns)
+            utc_time(t.first_ns),
+            utc_time(t.last_ns)
         );
     }
     if let Some(c) = &r.capture {
@@ -118,8 +102,8 @@ pub fn render(r: &Report) -> String {
             a.flows,
             a.remote_hosts,
             a.remote_ports,
-            short_time(a.first_ns),
-            short_time(a.last_ns),
+            clock_time(a.first_ns),
+            clock_time(a.last_ns),
             protos.join(", ")
         );
         if let Some(reason) = &a.reason {

@@ -21,7 +21,7 @@ use std::{
 
 use crate::{
     dissect::dissect,
-    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord},
+    model::{AppRecord, Direction, InterfaceInfo, InterfaceStats, Packet, SocketRecord, proto},
     pcapng::{PcapngError, SectionInfo, Writer},
     sensor::attribution::{
         AttributionError, Attributor, Mode, process::ProcKey, table::SocketTable,
@@ -754,7 +754,7 @@ impl Merge {
             let mut tag = ends.and_then(|e| a.tag(&e, lookup_dir, ts));
             let mut quoted_error = false;
             if tag.is_none()
-                && ends.is_some_and(|e| e.protocol == 1 || e.protocol == 58)
+                && ends.is_some_and(|e| e.protocol == proto::ICMP || e.protocol == proto::ICMPV6)
                 && let Some(quoted) = dissected.icmp_error_quote().and_then(|q| q.ip_five_tuple())
             {
                 // An ICMP error belongs to the socket that sent the datagram it quotes.
@@ -986,33 +986,10 @@ pub fn default_output() -> PathBuf {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
     let secs = crate::sys::now_ns() / 1_000_000_000;
-    let (y, mo, d, h, mi, s) = civil(secs);
+    let (y, mo, d, h, mi, s) = crate::units::civil(secs);
     PathBuf::from(format!(
         "apptag-{host}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}.pcapng"
     ))
-}
-
-/// UTC calendar time from Unix seconds (days-from-civil inverse).
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
 }
 
 #[cfg(test)]
@@ -1103,11 +1080,5 @@ mod tests {
             file_name(base, 4, &ring).to_str(),
             Some("/tmp/out.1.pcapng")
         );
-    }
-
-    #[test]
-    fn civil_time_matches_date() {
-        // As `date -u -d @1795357628` prints it: 2026-11-22T14:27:08Z.
-        assert_eq!(civil(1_795_357_628), (2026, 11, 22, 14, 27, 8));
     }
 }

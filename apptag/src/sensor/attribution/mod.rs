@@ -26,7 +26,7 @@ pub use flow::{Addr, FiveTuple};
 pub use table::{SockInfo, SocketTable, Tag};
 
 use crate::{
-    model::{Direction, Provenance},
+    model::{Direction, Provenance, proto},
     sensor::probes::{EventStream, KernelStats, ProbeConfig, ProbeError, Probes, ProgramStatus},
     sys::BootClock,
 };
@@ -247,7 +247,8 @@ const EVENT_POLL: Duration = Duration::from_millis(2);
 
 /// Only TCP/UDP/UDPLite with ports can be found in socket tables.
 fn is_local_candidate(e: &FiveTuple) -> bool {
-    matches!(e.protocol, 6 | 17 | 136) && (e.src_port != 0 || e.dst_port != 0)
+    matches!(e.protocol, proto::TCP | proto::UDP | proto::UDPLITE)
+        && (e.src_port != 0 || e.dst_port != 0)
 }
 
 fn scan(mode: Mode) -> Vec<(sockdiag::DiagSocket, Option<u32>)> {

@@ -5,6 +5,7 @@ use super::{
     flow::{Addr, FiveTuple},
     sockdiag::DiagSocket,
 };
+use crate::model::proto;
 
 /// Pseudo-cookies for procfs sockets: inode with the top bit set, never a real cookie.
 pub const INODE_COOKIE_BIT: u64 = 1 << 63;
@@ -12,12 +13,12 @@ pub const INODE_COOKIE_BIT: u64 = 1 << 63;
 pub fn dump_all() -> Vec<DiagSocket> {
     let mut out = Vec::new();
     for (file, proto, v6) in [
-        ("tcp", 6u8, false),
-        ("tcp6", 6, true),
-        ("udp", 17, false),
-        ("udp6", 17, true),
-        ("udplite", 136, false),
-        ("udplite6", 136, true),
+        ("tcp", proto::TCP, false),
+        ("tcp6", proto::TCP, true),
+        ("udp", proto::UDP, false),
+        ("udp6", proto::UDP, true),
+        ("udplite", proto::UDPLITE, false),
+        ("udplite6", proto::UDPLITE, true),
     ] {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{file}")) {
             out.extend(
@@ -89,7 +90,7 @@ mod tests {
             .find(|s| s.tuple.protocol == 6 && s.tuple.src_port == port)
             .expect("listener in /proc/net/tcp");
         assert_eq!(s.tuple.src.to_string(), "127.0.0.1");
-        assert_eq!(s.state, 10);
+        assert_eq!(s.state, apptag_common::TCP_LISTEN);
         // Oracle: sock_diag reports the same inode for it.
         let diag = super::super::sockdiag::dump_all().unwrap();
         let d = diag

@@ -5,6 +5,7 @@
 use std::{io, mem::size_of};
 
 use super::flow::{Addr, FiveTuple};
+use crate::model::proto;
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -87,11 +88,11 @@ impl Drop for Fd {
 pub fn dump_all() -> io::Result<Vec<DiagSocket>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        for protocol in [libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8, 136u8] {
+        for protocol in [proto::TCP, proto::UDP, proto::UDPLITE] {
             match dump(family, protocol) {
                 Ok(mut v) => out.append(&mut v),
                 // UDPLite diag is a module that may be absent.
-                Err(e) if protocol == 136 => log::debug!("sock_diag udplite: {e}"),
+                Err(e) if protocol == proto::UDPLITE => log::debug!("sock_diag udplite: {e}"),
                 Err(e) => return Err(e),
             }
         }
@@ -216,7 +217,7 @@ mod tests {
             .iter()
             .find(|s| s.tuple.protocol == 6 && s.tuple.src_port == port)
             .expect("listener in sock_diag");
-        assert_eq!(tcp.state, 10, "listening");
+        assert_eq!(tcp.state, apptag_common::TCP_LISTEN, "listening");
         assert_eq!(tcp.tuple.src.to_string(), "127.0.0.1");
         assert_ne!(tcp.cookie, 0);
         // Oracle: /proc/net/tcp lists the same inode for the same port.

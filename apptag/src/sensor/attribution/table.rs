@@ -18,7 +18,7 @@ use super::{
     sockdiag::DiagSocket,
 };
 use crate::{
-    model::{Direction, Provenance},
+    model::{Direction, Provenance, proto},
     sys::BootClock,
 };
 
@@ -298,7 +298,7 @@ impl SocketTable {
         s.local_port = d.tuple.src_port;
         s.remote = d.tuple.dst;
         s.remote_port = d.tuple.dst_port;
-        s.listening = d.tuple.protocol == 6 && d.state == 10;
+        s.listening = d.tuple.protocol == proto::TCP && d.state == apptag_common::TCP_LISTEN;
         if let Some(pid) = pid {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             let proc = self.procs.observe(pid, comm.trim(), now_ns);
@@ -383,7 +383,7 @@ impl SocketTable {
     }
 
     fn listener_owner(&self, local: &LocalKey, ts: u64) -> Option<Owner> {
-        if local.protocol != 6 {
+        if local.protocol != proto::TCP {
             return None;
         }
         let cookie = self
@@ -476,7 +476,7 @@ mod tests {
         e.tid = pid;
         e.ts_ns = ts;
         e.family = AF_INET;
-        e.protocol = 17;
+        e.protocol = u16::from(proto::UDP);
         e.task_valid = 1;
         e.hook = hook::POST_BIND4;
         e.comm[..4].copy_from_slice(b"test");
@@ -491,7 +491,7 @@ mod tests {
             src_port: 5000,
             dst: Addr::from_v4([127, 0, 0, 9]),
             dst_port: ts_port,
-            protocol: 17,
+            protocol: proto::UDP,
         }
     }
 

@@ -30,14 +30,16 @@ use std::{
         Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 pub use filter::{check as check_filter, error_position as filter_error_position};
 pub use iface::{ANY, interface_names, linktype};
 pub use ring::RingReader;
 
-use crate::model::{InterfaceInfo, InterfaceStats};
+use crate::{
+    model::{InterfaceInfo, InterfaceStats},
+    sys::now_ns,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -198,13 +200,6 @@ pub struct RingStats {
     pub drops: u64,
     /// Times the ring was frozen because user space fell behind (tp_freeze_q_cnt).
     pub freeze_q_cnt: u64,
-}
-
-pub(crate) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Wakes blocked readers and tells them to stop.
