@@ -35,6 +35,9 @@ fn main() -> Result<()> {
     for (i, f) in frames().iter().enumerate() {
         seeds.put("dissect", &format!("gen-{i}"), &with_linktype(1, f))?;
     }
+    for (name, data) in analysis_seeds() {
+        seeds.put(name, &format!("gen-{}", seeds.count), &data)?;
+    }
 
     if let Some(dir) = captures {
         let mut names: Vec<_> = std::fs::read_dir(&dir)
@@ -89,15 +92,47 @@ impl Seeds {
     fn file(&mut self, data: &[u8], name: &str) -> Result<()> {
         let is_pcapng = data.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]);
         let targets: &[&str] = if is_pcapng {
-            &["pcapng", "apps", "report", "extract", "pcap"]
+            &["pcapng", "apps", "report", "extract", "pcap", "streams"]
         } else {
-            &["pcap", "report"]
+            &["pcap", "report", "streams"]
         };
         for t in targets {
             self.put(t, name, data)?;
         }
         Ok(())
     }
+}
+
+/// Inputs in the small languages of the `defrag` and `tcp` harnesses (apptag/fuzz/src/lib.rs):
+/// a config byte, then described packets (a kind byte and five bytes each).
+fn analysis_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut v = Vec::new();
+    for cfg in [0u8, 3, 0x45, 0xc6] {
+        // Two IPv4 fragments of datagram 1 in order, an overlapping third, an IPv6 pair.
+        let mut d = vec![cfg];
+        d.extend([0b0000_0110, 0, 0, 0, 24, 0x41]);
+        d.extend([0b0000_0100, 0, 3, 0, 16, 0x42]);
+        d.extend([0b0000_0100, 0, 2, 0, 16, 0x43]);
+        d.extend([0b0000_1011, 0, 0, 0, 16, 0x44]);
+        d.extend([0b0000_1001, 0, 2, 0, 8, 0x45]);
+        v.push(("defrag", d));
+        // A handshake, data both ways (one segment out of order, one retransmitted), FINs;
+        // then a UDP exchange on another stream.
+        let mut t = vec![cfg];
+        t.extend([0, 0x02, 0, 0, 0, 0]);
+        t.extend([1, 0x12, 0, 0, 0, 0]);
+        t.extend([0, 0x10, 0, 1, 0, 0]);
+        t.extend([0, 0x18, 0, 11, 10, b'b']);
+        t.extend([0, 0x18, 0, 1, 10, b'a']);
+        t.extend([0, 0x18, 0, 1, 10, b'a']);
+        t.extend([1, 0x18, 0, 1, 20, b'r']);
+        t.extend([0, 0x11, 0, 21, 0, 0]);
+        t.extend([1, 0x11, 0, 21, 0, 0]);
+        t.extend([0b1010, 0, 0, 0, 12, b'q']);
+        t.extend([0b1011, 0, 0, 0, 40, b'r']);
+        v.push(("tcp", t));
+    }
+    v
 }
 
 /// The harness input for one frame: the picker byte of `linktype`, then the frame.

@@ -45,7 +45,9 @@ macro_rules! replays {
     };
 }
 
-replays!(dissect, pcapng, pcap, apprecord, apps, report, extract);
+replays!(
+    dissect, pcapng, pcap, apprecord, apps, report, extract, defrag, tcp, streams
+);
 
 /// Every harness has a regression test above, so a new fuzz target cannot be forgotten here.
 #[test]
