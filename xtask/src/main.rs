@@ -1,9 +1,10 @@
-//! Developer and user tasks for apptag: `cargo xtask setup|build|run|test|bench`.
+//! Developer and user tasks for apptag: `cargo xtask setup|build|run|test|bench|fuzz`.
 //!
 //! Everything a fresh machine lacks is installed by `setup`, which the other commands call
 //! first, so `cargo xtask test` and `cargo xtask run` work on a clean clone.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -21,7 +22,11 @@ struct Cli {
 enum Cmd {
     /// Install what this machine lacks: rust-src, bpf-linker (built against LLVM 22) and the
     /// Debian packages the tests and benchmarks use. Idempotent; seconds when all is there.
-    Setup,
+    Setup {
+        /// Also install cargo-fuzz (only `cargo xtask fuzz` needs it; CI does not).
+        #[arg(long)]
+        fuzz: bool,
+    },
     /// Build apptag (release) with its embedded kernel programs.
     Build,
     /// Build and run apptag as root: `cargo xtask run -- -i lo -w out.pcapng`.
@@ -47,12 +52,31 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Coverage-guided fuzzing of a reader or the dissector with cargo-fuzz (libFuzzer,
+    /// nightly), seeded from ../shared/captures and generated files (see docs/FUZZING.md).
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["target", "list"])))]
+    Fuzz {
+        /// Which target (`--list` shows them).
+        target: Option<String>,
+        /// How long to fuzz, in seconds.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// List the targets and exit.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Setup => setup::run(),
+        Cmd::Setup { fuzz } => {
+            setup::run()?;
+            if fuzz {
+                setup::ensure_cargo_fuzz()?;
+            }
+            Ok(())
+        }
         Cmd::Build => {
             setup::ensure()?;
             util::build_release()
@@ -69,6 +93,11 @@ fn main() -> Result<()> {
         Cmd::Bench { name, args } => {
             setup::ensure()?;
             bench::run(name, &args)
+        }
+        Cmd::Fuzz { list: true, .. } => fuzz::list(),
+        Cmd::Fuzz { target, secs, .. } => {
+            setup::ensure()?;
+            fuzz::run(target.as_deref().unwrap_or_default(), secs)
         }
     }
 }

@@ -67,6 +67,16 @@ pub fn ensure() -> Result<()> {
     run()
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` only (`cargo xtask setup --fuzz`); not part of
+/// [`ensure`], so CI's `cargo xtask test` does not spend minutes building it.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if cmd_ok(Command::new("cargo").args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz (a minute or two)");
+    run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
 fn missing_debs() -> Vec<&'static str> {
     DEB_PACKAGES
         .iter()

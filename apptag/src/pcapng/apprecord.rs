@@ -352,7 +352,7 @@ fn decode_app(c: &mut Cursor<'_>) -> Result<AppRecord, PcapngError> {
 
 /// Decodes the custom data (after the PEN) of an [`APPTAG_PEN`] block. `Ok(None)` if it is
 /// not ours (wrong magic) or of a major version this reader does not know.
-pub(crate) fn decode(data: &[u8], offset: u64) -> Result<Option<AppBlock>, PcapngError> {
+pub fn decode(data: &[u8], offset: u64) -> Result<Option<AppBlock>, PcapngError> {
     let mut c = Cursor::new(data, offset, false);
     if data.len() < 4 || data[..4] != MAGIC {
         return Ok(None);

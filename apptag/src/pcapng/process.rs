@@ -52,7 +52,7 @@ pub(crate) fn encode(buf: &mut Vec<u8>, p: &ProcessInfo) {
 
 /// Decodes the custom data (after the PEN) of a Wireshark-PEN block. `Ok(None)` for entry
 /// types other than process information.
-pub(crate) fn decode(data: &[u8], offset: u64) -> Result<Option<ProcessInfo>, PcapngError> {
+pub fn decode(data: &[u8], offset: u64) -> Result<Option<ProcessInfo>, PcapngError> {
     let mut c = Cursor::new(data, offset, false);
     let entry_type = c.u32("process entry type")?;
     if entry_type != ENTRY_PROCESS {
