@@ -494,6 +494,7 @@ pub fn tcp(data: &[u8]) -> Outcome {
 pub fn streams(data: &[u8]) -> Outcome {
     let cfg = AnalysisConfig {
         reassembly: tight(data.len() as u8),
+        ..AnalysisConfig::default()
     };
     let mut sub = Checker::default();
     let summary =
