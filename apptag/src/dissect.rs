@@ -747,12 +747,27 @@ mod tests {
 
     #[test]
     fn short_or_garbage_frames_do_not_panic() {
+        // Whatever the bytes, the layers read stay inside the frame, and a header is only
+        // claimed when the frame is long enough to hold it.
         for lt in [0, 1, 101, 113, 228, 229, 276, 9999] {
             for n in 0..70 {
-                let f = vec![0x45u8; n];
-                let _ = dissect(lt, &f);
-                let f = vec![0x60u8; n];
-                let _ = dissect(lt, &f);
+                for byte in [0x45u8, 0x60] {
+                    let f = vec![byte; n];
+                    let d = dissect(lt, &f);
+                    assert!(d.payload.len() <= n && d.l3.len() <= n, "lt {lt} n {n}");
+                    if lt == 9999 {
+                        assert_eq!(d.network, Network::Unknown, "unknown link type {n}");
+                    }
+                    if lt == linktype::RAW {
+                        let (v4, need) = (byte == 0x45, if byte == 0x45 { 20 } else { 40 });
+                        let want = match (n >= need, v4) {
+                            (false, _) => Network::Unknown,
+                            (true, true) => Network::Ipv4,
+                            (true, false) => Network::Ipv6,
+                        };
+                        assert_eq!(d.network, want, "raw {byte:#x} x {n}");
+                    }
+                }
             }
         }
     }
