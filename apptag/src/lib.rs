@@ -5,8 +5,10 @@
 //! - [`sensor`]: capture -> merge/tag (attribution) -> write, live;
 //! - [`pcapng`]: the file format, written by the sensor and read by everything offline;
 //! - [`dissect`]: the one frame dissector and [`dissect::FiveTuple`], shared by all layers;
-//! - [`analysis`]: read -> dissect -> defragment -> reassemble -> subscribers, per stream;
-//! - [`report`]: read -> dissect -> aggregate per application -> render.
+//! - [`analysis`]: read -> dissect -> defragment -> reassemble -> subscribers -> protocol
+//!   parsers, per stream;
+//! - [`report`]: read -> dissect -> aggregate per application -> render;
+//! - [`export`]: application records -> ECS flow records -> NDJSON, Parquet, ClickHouse.
 
 pub mod analysis;
 pub mod bytes;

@@ -1,5 +1,5 @@
 //! Offline stream analysis (the qcap design): read -> dissect -> defragment -> reassemble
-//! -> subscribers (and, later, protocol parsers). Every stream is tied to the local
+//! -> subscribers -> protocol parsers. Every stream is tied to the local
 //! application and process that owned it, from apptag's per-packet process ids.
 //!
 //! Layers, each feeding the next:
@@ -10,7 +10,9 @@
 //! - [`stream`]: the streams themselves, read through positions, every byte traceable to
 //!   its frames;
 //! - [`apps`]: the application and process of each stream, on apptag's tagged files;
-//! - [`subscribe`]: the driver over a file and the subscriber API that parsers plug into.
+//! - [`subscribe`]: the driver over a file and the subscriber API that parsers plug into;
+//! - [`parse`]: protocol parsers (a registry behind one trait) reporting elements;
+//! - [`creds`], [`fields`]: credentials per host and field getters, built on the parsers.
 pub mod apps;
 pub mod creds;
 pub mod defrag;
