@@ -104,6 +104,20 @@ impl std::fmt::Debug for ExportHandle {
     }
 }
 
+fn table<'a>(
+    file: &Path,
+    apps: &[AppRecord],
+    procs: impl Iterator<Item = &'a ProcessInfo>,
+    end_of_file: bool,
+) -> Update {
+    Update::Table {
+        file: file_label(file),
+        apps: apps.to_vec(),
+        procs: procs.cloned().collect(),
+        end_of_file,
+    }
+}
+
 impl ExportHandle {
     /// A periodic table of capture file `file`. Dropped (and counted) if the exporter is
     /// behind.
@@ -113,13 +127,7 @@ impl ExportHandle {
         apps: &[AppRecord],
         procs: impl Iterator<Item = &'a ProcessInfo>,
     ) {
-        let u = Update::Table {
-            file: file_label(file),
-            apps: apps.to_vec(),
-            procs: procs.cloned().collect(),
-            end_of_file: false,
-        };
-        if self.tx.try_send(u).is_err() {
+        if self.tx.try_send(table(file, apps, procs, false)).is_err() {
             self.counters
                 .updates_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -134,13 +142,11 @@ impl ExportHandle {
         apps: &[AppRecord],
         procs: impl Iterator<Item = &'a ProcessInfo>,
     ) {
-        let u = Update::Table {
-            file: file_label(file),
-            apps: apps.to_vec(),
-            procs: procs.cloned().collect(),
-            end_of_file: true,
-        };
-        if self.tx.blocking_send(u).is_err() {
+        if self
+            .tx
+            .blocking_send(table(file, apps, procs, true))
+            .is_err()
+        {
             self.counters
                 .updates_dropped
                 .fetch_add(1, Ordering::Relaxed);
