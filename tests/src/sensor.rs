@@ -96,6 +96,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // APPTAG_TEST_KEEP=1 keeps a failed test's files for a post-mortem.
+        if std::thread::panicking() && std::env::var_os("APPTAG_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.path.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
