@@ -39,6 +39,8 @@ pub const DEB_PACKAGES: &[&str] = &[
     // that pyspark runs on.
     "clickhouse-server",
     "openjdk-17-jre-headless",
+    // The HTML report's test loads the page in a real headless browser.
+    "chromium",
 ];
 
 /// PyPI packages for the export tests: Spark in local mode reads the Parquet files,

@@ -9,6 +9,7 @@ mod fields;
 mod follow;
 mod privileges;
 mod report_extract;
+mod report_html;
 mod sockets;
 mod streams;
 

@@ -1,7 +1,7 @@
 //! `apptag report` and `apptag extract`.
 use std::{io::Write, path::PathBuf};
 
-use apptag::report::{Options, ReportError, analyze, plot, table};
+use apptag::report::{Options, ReportError, analyze, analyze_with_states, plot, table};
 
 /// Which applications used the network in a capture: how much, with whom and when.
 #[derive(clap::Args, Debug, Clone)]
@@ -18,12 +18,30 @@ pub struct ReportArgs {
     /// application, into this SVG or PNG file.
     #[arg(long, value_name = "OUT.svg|OUT.png")]
     pub plot: Option<PathBuf>,
+    /// Write one self-contained HTML page (no network access needed to view it; mode 0600):
+    /// the application table, volume over time, the state-vs-time view (one row per
+    /// application, remote host or process, chosen in the page or with `#group=remote` in
+    /// the address; each time bucket coloured quiet, active, new connections, failed
+    /// connections or resets, credentials seen) and per-application detail. Reads the file
+    /// a second time for credentials (as `apptag creds`; passwords are not put in the page).
+    /// The page holds at most 200 time buckets and 100 rows per grouping, the rest summed
+    /// into an "other" row.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
 }
 
 /// Runs `apptag report`. Returns the report so the caller can decide the exit status
 /// (damage in the file is in `problems`).
-pub fn run(args: &ReportArgs) -> Result<apptag::report::Report, ReportError> {
-    let report = analyze(&args.file, Options { flows: args.flows })?;
+pub fn run(args: &ReportArgs) -> anyhow::Result<apptag::report::Report> {
+    let opts = Options { flows: args.flows };
+    let (report, credentials) = match &args.html {
+        Some(_) => {
+            let creds = super::report_html::credentials(&args.file)?;
+            let frames: Vec<u64> = creds.iter().map(|c| c.frame).collect();
+            (analyze_with_states(&args.file, opts, &frames)?, creds)
+        }
+        None => (analyze(&args.file, opts)?, Vec::new()),
+    };
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');
@@ -38,12 +56,16 @@ pub fn run(args: &ReportArgs) -> Result<apptag::report::Report, ReportError> {
             return Err(ReportError::Write {
                 path: "stdout".into(),
                 source: e,
-            });
+            }
+            .into());
         }
     }
     if let Some(path) = &args.plot {
         plot::draw(&report, path)?;
         log::info!("plot written to {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        super::report_html::write(&report, &credentials, path)?;
     }
     Ok(report)
 }

@@ -10,7 +10,7 @@ use crate::{
     pcapng::AppTable,
 };
 
-use super::payload;
+use super::{payload, timeline::Mark};
 use crate::{
     analysis::defrag::{
         DatagramKey, DefragConfig, DefragOutcome, DefragStats, Defragmenter, DiscardReason, Dropped,
@@ -364,6 +364,8 @@ pub struct Aggregator {
     pub processes: Vec<ProcessInfo>,
     /// Whether every packet's direction came from the capture rather than a guess.
     pub direction_guessed: u64,
+    /// The state-vs-time view, when asked for (`apptag report --html`).
+    pub states: Option<super::timeline::StateRecorder>,
 }
 
 /// A fragment waiting for its datagram: the packet and its own dissection, without the
@@ -427,6 +429,7 @@ impl Aggregator {
             timeline: Timeline::default(),
             processes: meta.processes.clone(),
             direction_guessed: 0,
+            states: None,
         };
         for app in meta.table.apps() {
             let line = agg.app_line(&app.name, &app.exe, &app.cgroup);
@@ -582,6 +585,21 @@ impl Aggregator {
                 (pid, Some(line)) => (line, pid),
             };
             self.account_line(line, pid, ts, len, out);
+            if let Some(s) = self.states.as_mut() {
+                s.packet(&Mark {
+                    frame: self.frame,
+                    ts_ns: ts,
+                    len,
+                    line,
+                    pid,
+                    remote: None,
+                    flow: None,
+                    protocol: 0,
+                    tcp_flags: 0,
+                    tcp_seq: 0,
+                    icmp: None,
+                });
+            }
             return (line, pid);
         }
         if d.fragment != Fragment::Whole {
@@ -900,6 +918,21 @@ impl Aggregator {
             }
         }
         self.account_line(line, pid, ts, len, out);
+        if let Some(s) = self.states.as_mut() {
+            s.packet(&Mark {
+                frame: self.frame,
+                ts_ns: ts,
+                len,
+                line,
+                pid,
+                remote: Some(if out { dst } else { src }),
+                flow: Some((fi, src_is_a)),
+                protocol: d.protocol,
+                tcp_flags: d.tcp_flags,
+                tcp_seq: d.tcp.seq,
+                icmp: d.icmp,
+            });
+        }
         (line, pid)
     }
 

@@ -1,16 +1,19 @@
 //! The application view of a capture: who used the network, how much, with whom and when.
 //!
 //! [`analyze`] streams a pcap or pcapng file (memory-mapped) through [`dissect`] and
-//! [`aggregate`] into a [`Report`]; [`table`] prints it, [`plot`] draws it, and
-//! [`extract`] writes one application's packets to a new file.
+//! [`aggregate`] into a [`Report`]; [`table`] prints it, [`plot`] draws it, [`html`] makes
+//! it one self-contained page with the state-vs-time view of [`timeline`], and [`extract`]
+//! writes one application's packets to a new file.
 pub mod aggregate;
 pub mod extract;
+pub mod html;
 pub mod payload;
 pub mod pcap;
 pub mod plot;
 pub mod source;
 pub mod summary;
 pub mod table;
+pub mod timeline;
 
 use std::path::Path;
 
@@ -94,14 +97,37 @@ pub struct Options {
 /// Only a file that cannot be opened or is not a capture at all is an error.
 pub fn analyze(path: &Path, opts: Options) -> Result<Report, ReportError> {
     let capture = Capture::open(path)?;
-    run(capture.data(), &path.display().to_string(), opts, |off| {
-        capture.release_before(off)
-    })
+    run(
+        capture.data(),
+        &path.display().to_string(),
+        opts,
+        None,
+        |off| capture.release_before(off),
+    )
+}
+
+/// [`analyze`], also gathering the state-vs-time view into [`Report::states`].
+/// `credential_frames`: the frames that carried credentials (from
+/// [`crate::analysis::creds`]), one entry per credential, marked in their cells.
+pub fn analyze_with_states(
+    path: &Path,
+    opts: Options,
+    credential_frames: &[u64],
+) -> Result<Report, ReportError> {
+    let capture = Capture::open(path)?;
+    let states = timeline::StateRecorder::new(credential_frames);
+    run(
+        capture.data(),
+        &path.display().to_string(),
+        opts,
+        Some(states),
+        |off| capture.release_before(off),
+    )
 }
 
 /// [`analyze`] over a capture already in memory.
 pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, ReportError> {
-    run(data, name, opts, |_| {})
+    run(data, name, opts, None, |_| {})
 }
 
 /// How much is read between two calls of the page releaser.
@@ -111,6 +137,7 @@ fn run(
     data: &[u8],
     name: &str,
     opts: Options,
+    states: Option<timeline::StateRecorder>,
     mut release: impl FnMut(usize),
 ) -> Result<Report, ReportError> {
     let mut records = Records::new(data)?;
@@ -123,6 +150,7 @@ fn run(
         Metadata::default()
     };
     let mut agg = Aggregator::new(meta);
+    agg.states = states;
     let mut problems = Vec::new();
     let mut next_release = RELEASE_EVERY;
     while let Some(rec) = records.next_record() {

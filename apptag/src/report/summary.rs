@@ -43,6 +43,9 @@ pub struct Report {
     pub problems: Vec<Problem>,
     #[serde(skip)]
     pub timeline: Timeline,
+    /// The state-vs-time view, when asked for ([`super::analyze_with_states`]).
+    #[serde(skip)]
+    pub states: Option<super::timeline::StateTimeline>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -210,6 +213,7 @@ impl Report {
     ) -> Self {
         // Fragments still waiting for their datagrams are counted now.
         agg.finish();
+        let states = agg.states.take().map(|s| s.finish(&agg));
         let mut acc: Vec<LineAcc> = (0..agg.lines.len()).map(|_| LineAcc::default()).collect();
         let mut conversations = Vec::new();
         for f in &agg.flows {
@@ -434,6 +438,7 @@ impl Report {
                 bin_ns: agg.timeline.bin_ns,
                 bytes: agg.timeline.bytes,
             },
+            states,
         }
     }
 }
