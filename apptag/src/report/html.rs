@@ -120,6 +120,8 @@ struct PageCredential<'a> {
 #[derive(Serialize)]
 struct PageStates {
     origin: String,
+    /// As text: JavaScript numbers cannot hold nanoseconds since the epoch exactly.
+    origin_ns: String,
     /// Milliseconds since the epoch of bucket 0, for the page's clock times.
     origin_ms: f64,
     bucket_ns: u64,
@@ -205,6 +207,7 @@ fn page_states(t: &StateTimeline) -> PageStates {
     }
     PageStates {
         origin: utc_time(b.origin_ns),
+        origin_ns: b.origin_ns.to_string(),
         origin_ms: b.origin_ns as f64 / 1e6,
         bucket_ns: b.bucket_ns,
         buckets: b.buckets,

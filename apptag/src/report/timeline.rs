@@ -31,8 +31,8 @@ pub struct Cell {
     pub packets: u32,
     /// Connections opened: TCP SYNs (not their retransmissions), first packets of other flows.
     pub new: u16,
-    /// TCP resets, ICMP destination-unreachable errors, and SYNs never answered (counted in
-    /// the bucket of the SYN).
+    /// TCP resets, ICMP destination-unreachable errors, and SYNs the other end never sent
+    /// anything back to (counted in the bucket of the SYN).
     pub failed: u16,
     /// Credentials seen (`apptag creds`), in the bucket of the packet that carried them.
     pub creds: u16,
@@ -316,7 +316,8 @@ impl StateRecorder {
             } else if is_tcp {
                 let f = &mut self.flows[fi];
                 let from_a = f.bits & SYN_FROM_A != 0;
-                if f.bits & HAS_SYN != 0 && from_a != src_is_a && m.tcp_flags & TCP_RST == 0 {
+                // A reset answers too: the refusal is counted once, as the reset.
+                if f.bits & HAS_SYN != 0 && from_a != src_is_a {
                     f.bits |= ANSWERED;
                 }
             } else if first_packet {
@@ -718,6 +719,16 @@ mod tests {
         assert_eq!(c[0].1.failed, 1, "never answered: failed at the SYN");
         assert_eq!(c.iter().map(|(_, c)| c.new).sum::<u16>(), 1);
         assert_eq!(c.iter().map(|(_, c)| c.packets).sum::<u32>(), 3);
+    }
+
+    #[test]
+    fn a_refused_connection_fails_once() {
+        let mut r = StateRecorder::new(&[]);
+        r.packet(&mark(0, TCP_SYN, 100, true));
+        r.packet(&mark(1_000, TCP_RST | TCP_ACK, 0, false));
+        let t = r.finish(&Aggregator::new(Default::default()));
+        let c = app_cells(&t);
+        assert_eq!((c[0].1.new, c[0].1.failed), (1, 1), "{c:?}");
     }
 
     #[test]
