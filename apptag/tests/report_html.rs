@@ -130,7 +130,8 @@ fn frames(file: &Path) -> Vec<Frame> {
                 src: src.to_string(),
                 dst: dst.to_string(),
                 stream: get(6).parse().ok(),
-                flags: u8::from_str_radix(get(7).trim_start_matches("0x"), 16).unwrap_or(0) & 0xff,
+                flags: (u16::from_str_radix(get(7).trim_start_matches("0x"), 16).unwrap_or(0)
+                    & 0xff) as u8,
                 retransmission: !get(8).is_empty(),
             }
         })
