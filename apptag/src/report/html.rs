@@ -6,7 +6,8 @@
 //! The page is bounded whatever the capture: at most [`MAX_BUCKETS`] time buckets,
 //! [`MAX_ROWS`] rows per grouping (the rest summed into one "other" row), [`MAX_APPS`]
 //! applications in the table and detail, [`MAX_PROCESSES`] processes and
-//! [`MAX_CREDENTIALS`] credentials per application.
+//! [`MAX_CREDENTIALS`] credentials per application, and command lines cut to [`MAX_TEXT`]
+//! characters.
 //!
 //! Everything from the capture (names, command lines, DNS names) is data: it goes into the
 //! page as JSON inside a `<script type="application/json">` block with `<` escaped, and the
@@ -99,7 +100,41 @@ struct AppFields<'a> {
     protocols: &'a [ProtocolShare],
     remotes: &'a [Remote],
     names: &'a [String],
-    processes: &'a [Process],
+    processes: Vec<PageProcess<'a>>,
+}
+
+/// A process as listed in the detail, its command line cut to [`MAX_TEXT`] characters.
+#[derive(Serialize)]
+struct PageProcess<'a> {
+    pid: u32,
+    name: &'a str,
+    cmdline: Vec<String>,
+    user: &'a str,
+    packets: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Characters kept of a text from the capture that can be long (command lines).
+pub const MAX_TEXT: usize = 300;
+
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn page_process(p: &Process) -> PageProcess<'_> {
+    PageProcess {
+        pid: p.pid,
+        name: &p.name,
+        cmdline: vec![cut(&p.cmdline.join(" "), MAX_TEXT)],
+        user: &p.user,
+        packets: p.packets,
+        bytes_in: p.bytes_in,
+        bytes_out: p.bytes_out,
+    }
 }
 
 /// A credential as the page shows it: who, where and when, never the password itself
@@ -176,7 +211,7 @@ fn page_row(r: &Row, other: bool) -> PageRow {
     PageRow {
         key: r.key.clone(),
         label: r.label.clone(),
-        detail: r.detail.clone(),
+        detail: cut(&r.detail, MAX_TEXT),
         apps: r.apps.clone(),
         lines,
         protocols: r.protocols.clone(),
@@ -291,7 +326,12 @@ pub fn render(report: &Report, credentials: &[Credential]) -> Result<String, Rep
                     protocols: &a.protocols,
                     remotes: &a.remotes,
                     names: &a.names,
-                    processes: &a.processes[..a.processes.len().min(MAX_PROCESSES)],
+                    processes: a
+                        .processes
+                        .iter()
+                        .take(MAX_PROCESSES)
+                        .map(page_process)
+                        .collect(),
                 },
                 processes_total: a.processes.len(),
                 credentials: creds
@@ -370,6 +410,12 @@ const TEMPLATE: &str = include_str!("html_page.html");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_cut_on_a_character() {
+        assert_eq!(cut("héllo", 2), "hé…");
+        assert_eq!(cut("hé", 2), "hé");
+    }
 
     #[test]
     fn capture_text_cannot_close_the_data_block() {
