@@ -14,12 +14,18 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use rustc_hash::FxHashMap;
+
 use super::apps::AppIndex;
-use super::defrag::{DefragConfig, DefragOutcome, DefragStats, Defragmenter};
+use super::defrag::{
+    DatagramKey, DefragConfig, DefragOutcome, DefragStats, Defragmenter, DiscardReason,
+};
 use super::stream::{Dir, Position, Stream};
 use super::tcp::{Input, Reassembler, ReassemblyConfig, ReassemblyStats, transport_of};
 use crate::dissect::{self, Dissected, Fragment};
+use crate::model::Packet;
 use crate::report::ReportError;
+use crate::report::aggregate::Metadata;
 use crate::report::source::{Capture, Format, Record, Records};
 
 /// The states a packet enters on its way through the layers (the qcap paper's).
@@ -99,6 +105,45 @@ pub struct PacketEvent<'a, 'p> {
     pub packet: &'a Dissected<'p>,
     /// The stream, for the stream states.
     pub stream: Option<&'a Stream>,
+    /// The file's record of the frame (length on the wire, direction flag), for the
+    /// states the driver makes from a frame of the file (not for the stream states, nor
+    /// for fragments dropped later).
+    pub record: Option<&'a Packet<'p>>,
+}
+
+/// A fragment's file record and its own headers, without its bytes: kept by the driver
+/// while its datagram is incomplete, for subscribers that count fragments
+/// ([`Subscriber::wants_fragments`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HeldFragment {
+    pub frame: u64,
+    /// The record, `data` empty.
+    pub record: Packet<'static>,
+    /// Its own headers, `l3` and `payload` empty; for a fragment dropped with its
+    /// datagram, a later fragment carries its datagram's first fragment's headers (ports)
+    /// when that fragment was seen.
+    pub header: Dissected<'static>,
+}
+
+/// Fragments whose fate is known (see [`Subscriber::fragments`]).
+pub enum Settled<'a, 'p> {
+    /// They made `datagram`; in frame order, the last one completed it. Fragments the
+    /// defragmenter discarded while their datagram was being put together are included:
+    /// they belong to it.
+    Datagram {
+        datagram: &'a Dissected<'p>,
+        fragments: &'a [HeldFragment],
+    },
+    /// Held, then dropped (timeout, end of input, data past the datagram's end): each on
+    /// its own headers.
+    Dropped(&'a [HeldFragment]),
+    /// Discarded on arrival while no datagram of its key was being put together: on its
+    /// own, bytes included.
+    Discarded {
+        fragment: &'a Dissected<'p>,
+        record: &'a Packet<'p>,
+        frame: u64,
+    },
 }
 
 /// Called back by the driver. Every method has a default that does nothing, so a
@@ -138,6 +183,25 @@ pub trait Subscriber {
     /// input). `s.state` says how it ended: closed (both FINs), reset, timed-out or
     /// unfinished. The packet that closed it entered [`State::Closed`] when it came.
     fn closed(&mut self, _s: &Stream) {}
+
+    /// Whether [`Subscriber::fragments`] is wanted (the driver then keeps each held
+    /// fragment's record until its datagram is settled).
+    fn wants_fragments(&self) -> bool {
+        false
+    }
+
+    /// Fragments whose datagram was reassembled, or which were dropped: each fragment is
+    /// settled exactly once, so a subscriber counting frames counts every fragment once.
+    fn fragments(&mut self, _settled: Settled<'_, '_>) {}
+
+    /// What the file says about processes and applications, before the first record.
+    fn metadata(&mut self, _meta: &Metadata) {}
+
+    /// A record of the file other than a packet (interfaces, sections, statistics).
+    fn block(&mut self, _rec: &Record<'_>) {}
+
+    /// Damage in the file (reading goes on where it can).
+    fn damage(&mut self, _e: &ReportError) {}
 }
 
 /// Several subscribers as one: each gets every callback; the bytes kept are what the
@@ -180,6 +244,48 @@ impl Subscriber for Fanout<'_> {
     fn closed(&mut self, st: &Stream) {
         for s in &mut self.0 {
             s.closed(st);
+        }
+    }
+    fn wants_fragments(&self) -> bool {
+        self.0.iter().any(|s| s.wants_fragments())
+    }
+    fn fragments(&mut self, settled: Settled<'_, '_>) {
+        for s in &mut self.0 {
+            let again = match &settled {
+                Settled::Datagram {
+                    datagram,
+                    fragments,
+                } => Settled::Datagram {
+                    datagram,
+                    fragments,
+                },
+                Settled::Dropped(f) => Settled::Dropped(f),
+                Settled::Discarded {
+                    fragment,
+                    record,
+                    frame,
+                } => Settled::Discarded {
+                    fragment,
+                    record,
+                    frame: *frame,
+                },
+            };
+            s.fragments(again);
+        }
+    }
+    fn metadata(&mut self, meta: &Metadata) {
+        for s in &mut self.0 {
+            s.metadata(meta);
+        }
+    }
+    fn block(&mut self, rec: &Record<'_>) {
+        for s in &mut self.0 {
+            s.block(rec);
+        }
+    }
+    fn damage(&mut self, e: &ReportError) {
+        for s in &mut self.0 {
+            s.damage(e);
         }
     }
 }
@@ -258,7 +364,9 @@ fn run(
     } else {
         Default::default()
     };
+    sub.metadata(&meta);
     let apps = AppIndex::from_metadata(&meta);
+    drop(meta);
     let mut summary = Summary {
         format: Some(format),
         tagged: apps.is_some(),
@@ -268,6 +376,10 @@ fn run(
     let mut reasm = Reassembler::new(cfg.reassembly.clone(), apps, states);
     reasm.keep_bytes = sub.wants_bytes();
     let mut defrag = Defragmenter::new(cfg.defrag.clone());
+    let mut held = sub.wants_fragments().then(HeldFragments::default);
+    // The datagram the defragmenter returned, copied out so that its drops can be read.
+    let mut datagram: Vec<u8> = Vec::new();
+    let mut constituents: Vec<u64> = Vec::new();
     let mut linktypes: Vec<u16> = Vec::new();
     let mut frame = 0u64;
     let total = data.len() as u64;
@@ -291,6 +403,7 @@ fn run(
                     constituents: &[],
                     packet: &d,
                     stream: None,
+                    record: Some(&p),
                 };
                 if states.contains(State::Captured) {
                     sub.packet(&ev(State::Captured));
@@ -299,33 +412,58 @@ fn run(
                     summary.non_ip += 1;
                 } else if d.fragment != Fragment::Whole {
                     summary.fragments += 1;
-                    match defrag.push(frame, p.ts_ns, &d) {
-                        DefragOutcome::Held => {
+                    let step = match defrag.push(frame, p.ts_ns, &d) {
+                        DefragOutcome::Held => Step::Held,
+                        DefragOutcome::Discarded(r) => Step::Discarded(r),
+                        DefragOutcome::Reassembled {
+                            datagram: g,
+                            constituents: c,
+                            last_ts_ns,
+                        } => {
+                            datagram.clear();
+                            datagram.extend_from_slice(g);
+                            constituents.clear();
+                            constituents.extend_from_slice(c);
+                            Step::Done(last_ts_ns)
+                        }
+                    };
+                    // Fragments the defragmenter let go of while taking this one came
+                    // earlier: settled first.
+                    if let Some(h) = held.as_mut() {
+                        h.settle_drops(defrag.dropped(), sub);
+                    }
+                    match step {
+                        Step::Held => {
+                            if let Some(h) = held.as_mut() {
+                                h.hold(frame, &p, &d);
+                            }
                             if states.contains(State::Fragment) {
                                 sub.packet(&ev(State::Fragment));
                             }
                         }
-                        DefragOutcome::Discarded(r) => {
+                        Step::Discarded(r) => {
                             if states.contains(State::Discarded) {
                                 sub.packet(&PacketEvent {
                                     reason: Some(r.as_str()),
                                     ..ev(State::Discarded)
                                 });
                             }
+                            if let Some(h) = held.as_mut() {
+                                h.discarded(frame, &p, &d, sub);
+                            }
                         }
-                        DefragOutcome::Reassembled {
-                            datagram,
-                            constituents,
-                            last_ts_ns,
-                        } => {
+                        Step::Done(last_ts_ns) => {
                             if states.contains(State::Fragment) {
                                 sub.packet(&ev(State::Fragment));
                             }
-                            let whole = dissect::dissect(dissect::linktype::RAW, datagram);
+                            let whole = dissect::dissect(dissect::linktype::RAW, &datagram);
+                            if let Some(h) = held.as_mut() {
+                                h.complete(frame, &p, &d, &whole, sub);
+                            }
                             if states.contains(State::Reassembled) {
                                 sub.packet(&PacketEvent {
                                     ts_ns: last_ts_ns,
-                                    constituents,
+                                    constituents: &constituents,
                                     packet: &whole,
                                     ..ev(State::Reassembled)
                                 });
@@ -335,7 +473,7 @@ fn run(
                                 ts_ns: last_ts_ns,
                                 pid: p.pid,
                                 packet: &whole,
-                                constituents: Some(constituents),
+                                constituents: Some(&constituents),
                             };
                             transport(&mut reasm, &inp, sub);
                         }
@@ -363,16 +501,26 @@ fn run(
                     }
                 }
             }
-            Ok(Record::Interface(i)) => linktypes.push(i.linktype),
-            Ok(Record::Section) => linktypes.clear(),
-            Ok(_) => {}
+            Ok(rec) => {
+                match &rec {
+                    Record::Interface(i) => linktypes.push(i.linktype),
+                    Record::Section => linktypes.clear(),
+                    _ => {}
+                }
+                sub.block(&rec);
+            }
             Err(e) => {
                 log::warn!("{e}");
+                sub.damage(&e);
                 summary.problems.push(e.to_string());
             }
         }
     }
     defrag.flush();
+    if let Some(h) = held.as_mut() {
+        h.settle_drops(defrag.dropped(), sub);
+        h.finish(sub);
+    }
     if states.contains(State::Discarded) {
         report_dropped(&defrag, sub);
     }
@@ -384,6 +532,168 @@ fn run(
     summary.reassembly = reasm.stats.clone();
     summary.defrag = defrag.stats().clone();
     Ok(summary)
+}
+
+enum Step {
+    Held,
+    Discarded(DiscardReason),
+    Done(u64),
+}
+
+/// The records of fragments whose datagram is not settled yet, by datagram. Bounded by
+/// the defragmenter's limits: only fragments it holds wait here, and those it discarded
+/// while their datagram was still held (they are settled with it).
+#[derive(Default)]
+struct HeldFragments {
+    by_key: FxHashMap<DatagramKey, Vec<HeldFragment>>,
+    spare: Vec<Vec<HeldFragment>>,
+    out: Vec<HeldFragment>,
+}
+
+fn held_record(frame: u64, p: &Packet, d: &Dissected) -> HeldFragment {
+    HeldFragment {
+        frame,
+        record: Packet { data: &[], ..*p },
+        header: Dissected {
+            l3: &[],
+            payload: &[],
+            ..*d
+        },
+    }
+}
+
+impl HeldFragments {
+    fn hold(&mut self, frame: u64, p: &Packet, d: &Dissected) {
+        let Some(key) = DatagramKey::of(d) else {
+            return;
+        };
+        let spare = &mut self.spare;
+        self.by_key
+            .entry(key)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(held_record(frame, p, d));
+    }
+
+    /// A fragment discarded on arrival: it waits with its datagram when that is being put
+    /// together, else it is settled now.
+    fn discarded(&mut self, frame: u64, p: &Packet, d: &Dissected, sub: &mut dyn Subscriber) {
+        if DatagramKey::of(d).is_some_and(|k| self.by_key.contains_key(&k)) {
+            self.hold(frame, p, d);
+        } else {
+            sub.fragments(Settled::Discarded {
+                fragment: d,
+                record: p,
+                frame,
+            });
+        }
+    }
+
+    /// The fragment `frame` completed its datagram `whole`.
+    fn complete(
+        &mut self,
+        frame: u64,
+        p: &Packet,
+        d: &Dissected,
+        whole: &Dissected,
+        sub: &mut dyn Subscriber,
+    ) {
+        let mut list = DatagramKey::of(d)
+            .and_then(|k| self.by_key.remove(&k))
+            .unwrap_or_default();
+        list.push(held_record(frame, p, d));
+        sub.fragments(Settled::Datagram {
+            datagram: whole,
+            fragments: &list,
+        });
+        list.clear();
+        self.spare.push(list);
+    }
+
+    /// Settles the fragments the defragmenter dropped in its last call.
+    fn settle_drops(&mut self, dropped: &[super::defrag::Dropped], sub: &mut dyn Subscriber) {
+        if dropped.is_empty() {
+            return;
+        }
+        self.out.clear();
+        for dr in dropped {
+            match dr.reason {
+                // The whole datagram went: all its waiting fragments.
+                DiscardReason::Timeout | DiscardReason::Incomplete => {
+                    self.take_all(dr.key);
+                }
+                // One fragment went (its data lay past the datagram's end).
+                _ => self.take_one(dr.key, dr.frame),
+            }
+        }
+        if !self.out.is_empty() {
+            sub.fragments(Settled::Dropped(&self.out));
+        }
+    }
+
+    /// The headers of `key`'s first fragment (the one with the ports), if it waits.
+    fn first_of(&self, key: &DatagramKey) -> Option<Dissected<'static>> {
+        self.by_key
+            .get(key)?
+            .iter()
+            .find(|w| matches!(w.header.fragment, Fragment::First { .. }))
+            .map(|w| w.header)
+    }
+
+    fn alone(w: HeldFragment, first: Option<&Dissected<'static>>) -> HeldFragment {
+        match (w.header.fragment, first) {
+            (Fragment::Later { .. }, Some(f)) => HeldFragment {
+                header: Dissected {
+                    link_direction: w.header.link_direction,
+                    ..*f
+                },
+                ..w
+            },
+            _ => w,
+        }
+    }
+
+    fn take_one(&mut self, key: DatagramKey, frame: u64) {
+        let first = self.first_of(&key);
+        let Some(list) = self.by_key.get_mut(&key) else {
+            return;
+        };
+        let Some(i) = list.iter().position(|w| w.frame == frame) else {
+            return;
+        };
+        let w = list.swap_remove(i);
+        if list.is_empty()
+            && let Some(l) = self.by_key.remove(&key)
+        {
+            self.spare.push(l);
+        }
+        self.out.push(Self::alone(w, first.as_ref()));
+    }
+
+    fn take_all(&mut self, key: DatagramKey) {
+        let first = self.first_of(&key);
+        let Some(mut list) = self.by_key.remove(&key) else {
+            return;
+        };
+        list.sort_unstable_by_key(|w| w.frame);
+        for w in list.drain(..) {
+            self.out.push(Self::alone(w, first.as_ref()));
+        }
+        self.spare.push(list);
+    }
+
+    /// End of the input: whatever still waits is dropped (the defragmenter's flush said
+    /// so already for what it held; this covers the rest).
+    fn finish(&mut self, sub: &mut dyn Subscriber) {
+        let mut keys: Vec<DatagramKey> = self.by_key.keys().copied().collect();
+        keys.sort_unstable();
+        self.out.clear();
+        for k in keys {
+            self.take_all(k);
+        }
+        if !self.out.is_empty() {
+            sub.fragments(Settled::Dropped(&self.out));
+        }
+    }
 }
 
 #[inline]
@@ -408,6 +718,7 @@ fn report_dropped(defrag: &Defragmenter, sub: &mut dyn Subscriber) {
             constituents: &[],
             packet: &none,
             stream: None,
+            record: None,
         });
     }
 }

@@ -423,6 +423,7 @@ impl Reassembler {
                 constituents: inp.constituents.unwrap_or(&[]),
                 packet: inp.packet,
                 stream: Some(s),
+                record: None,
             });
         }
     }

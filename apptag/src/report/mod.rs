@@ -1,9 +1,13 @@
 //! The application view of a capture: who used the network, how much, with whom and when.
 //!
-//! [`analyze`] streams a pcap or pcapng file (memory-mapped) through [`dissect`] and
-//! [`aggregate`] into a [`Report`]; [`table`] prints it, [`plot`] draws it, and
+//! [`analyze`] runs the analysis driver ([`crate::analysis::analyze_file`]: read, dissect,
+//! defragment, reassemble, parse) over a pcap or pcapng file with [`collect::Collector`] as
+//! its subscriber, which [`aggregate`]s every frame and gathers what the streams
+//! [`carried`]; the result is a [`Report`]; [`table`] prints it, [`plot`] draws it, and
 //! [`extract`] writes one application's packets to a new file.
 pub mod aggregate;
+pub mod carried;
+pub mod collect;
 pub mod extract;
 pub mod payload;
 pub mod pcap;
@@ -16,8 +20,10 @@ use std::path::Path;
 
 pub use summary::{Application, Conversation, Problem, Report, Totals};
 
-use aggregate::{Aggregator, Metadata};
-use source::{Capture, Format, Record, Records};
+use aggregate::Metadata;
+use source::{Format, Record, Records};
+
+use crate::analysis::{AnalysisConfig, AnalysisError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -93,72 +99,48 @@ pub struct Options {
 /// the call: what was read before it is reported, with the damage in [`Report::problems`].
 /// Only a file that cannot be opened or is not a capture at all is an error.
 pub fn analyze(path: &Path, opts: Options) -> Result<Report, ReportError> {
-    let capture = Capture::open(path)?;
-    run(capture.data(), &path.display().to_string(), opts, |off| {
-        capture.release_before(off)
-    })
+    analyze_with(path, opts, &AnalysisConfig::default())
+}
+
+/// [`analyze`] with the analysis driver's configuration (defragmentation, reassembly).
+pub fn analyze_with(
+    path: &Path,
+    opts: Options,
+    cfg: &AnalysisConfig,
+) -> Result<Report, ReportError> {
+    let mut c = collect::Collector::new(true);
+    let summary = crate::analysis::analyze_file(path, cfg, &mut c, None).map_err(unwrap)?;
+    Ok(finish(c, summary, path.display().to_string(), opts))
 }
 
 /// [`analyze`] over a capture already in memory.
 pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, ReportError> {
-    run(data, name, opts, |_| {})
+    let mut c = collect::Collector::new(true);
+    let summary = crate::analysis::analyze_bytes(data, &AnalysisConfig::default(), &mut c)
+        .map_err(unwrap)?;
+    Ok(finish(c, summary, name.to_string(), opts))
+}
+
+fn unwrap(e: AnalysisError) -> ReportError {
+    match e {
+        AnalysisError::Read(e) => e,
+    }
+}
+
+fn finish(
+    c: collect::Collector<'_>,
+    summary: crate::analysis::Summary,
+    name: String,
+    opts: Options,
+) -> Report {
+    let (mut agg, problems) = c.finish();
+    agg.defrag = summary.defrag;
+    let format = summary.format.unwrap_or(Format::Pcap);
+    Report::build(agg, name, format, problems, opts.flows)
 }
 
 /// How much is read between two calls of the page releaser.
 pub(crate) const RELEASE_EVERY: usize = 16 << 20;
-
-fn run(
-    data: &[u8],
-    name: &str,
-    opts: Options,
-    mut release: impl FnMut(usize),
-) -> Result<Report, ReportError> {
-    let mut records = Records::new(data)?;
-    let format = records.format();
-    // apptag writes its final application table at the end of the file, so with pcapng the
-    // metadata is gathered first; the walk skips packet bodies and is cheap on a mapped file.
-    let meta = if format == Format::Pcapng {
-        collect_metadata(Records::new(data)?, &mut release)
-    } else {
-        Metadata::default()
-    };
-    let mut agg = Aggregator::new(meta);
-    let mut problems = Vec::new();
-    let mut next_release = RELEASE_EVERY;
-    while let Some(rec) = records.next_record() {
-        match rec {
-            Ok(Record::Packet(p)) => {
-                let _ = agg.packet(&p);
-                if records.offset() >= next_release {
-                    release(records.offset());
-                    next_release = records.offset() + RELEASE_EVERY;
-                }
-            }
-            Ok(Record::Interface(i)) => agg.interface(i.linktype),
-            Ok(Record::Section) => agg.new_section(),
-            Ok(Record::InterfaceStats { interface, stats }) => {
-                agg.interface_stats(interface, stats)
-            }
-            Ok(_) => {}
-            // Structural damage ends the stream (the reader returns None next); a damaged
-            // block content is skipped and reading goes on.
-            Err(e) => {
-                log::warn!("{e}");
-                problems.push(Problem {
-                    offset: e.offset().unwrap_or(0),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok(Report::build(
-        agg,
-        name.to_string(),
-        format,
-        problems,
-        opts.flows,
-    ))
-}
 
 pub(crate) fn collect_metadata(mut records: Records, release: &mut impl FnMut(usize)) -> Metadata {
     let mut meta = Metadata::default();

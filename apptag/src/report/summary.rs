@@ -8,6 +8,7 @@ use crate::{analysis::defrag::DefragStats, model::proto, units::utc_time};
 
 use super::{
     aggregate::{Aggregator, Counters, LineId, LineKind, Series},
+    carried::{Carried, CarriedAcc},
     source::Format,
 };
 
@@ -108,6 +109,11 @@ pub struct Application {
     /// DNS query names, HTTP hosts and TLS server names seen.
     pub names: Vec<String>,
     pub processes: Vec<Process>,
+    /// What the application's streams carried, from the protocol parsers (HTTP hosts,
+    /// methods and status codes, TLS server names, DNS names asked, FTP files, SMTP
+    /// senders and recipients).
+    #[serde(skip_serializing_if = "Carried::is_empty")]
+    pub carried: Carried,
     #[serde(skip)]
     pub line: LineId,
 }
@@ -198,6 +204,7 @@ struct LineAcc {
     protocols: FxHashMap<String, (u64, u64, u64)>,
     names: Vec<String>,
     name_set: FxHashSet<String>,
+    carried: CarriedAcc,
 }
 
 impl Report {
@@ -234,6 +241,9 @@ impl Report {
                     continue;
                 };
                 a.flows += u64::from(first_of_line);
+                if first_of_line && let Some(c) = &f.carried {
+                    a.carried.add(c);
+                }
                 let r = a.remotes.entry(remote).or_default();
                 r.0 += c.packets();
                 r.1 += c.bytes();
@@ -384,6 +394,7 @@ impl Report {
                 remotes,
                 names: a.names,
                 processes,
+                carried: a.carried.finish(),
                 line: i as LineId,
             });
         }
