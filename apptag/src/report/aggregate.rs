@@ -1044,8 +1044,16 @@ mod tests {
     impl Feed for Aggregator {
         fn packet(&mut self, p: &Packet) -> (LineId, u32) {
             let d = dissect::dissect(dissect::linktype::ETHERNET, p.data);
-            assert_eq!(d.fragment, dissect::Fragment::Whole, "fragments go through the driver");
-            if d.is_ip() { self.whole(p, &d) } else { self.non_ip(p) }
+            assert_eq!(
+                d.fragment,
+                dissect::Fragment::Whole,
+                "fragments go through the driver"
+            );
+            if d.is_ip() {
+                self.whole(p, &d)
+            } else {
+                self.non_ip(p)
+            }
         }
     }
 
@@ -1239,8 +1247,14 @@ mod tests {
             filter: None,
         })
         .unwrap();
-        for (f, ts) in [(&later2, 2500), (&later1, 2501), (&first, 2502), (&lone_first, 2600)] {
-            w.write_packet(&packet(f, ts, 0, Direction::Outbound)).unwrap();
+        for (f, ts) in [
+            (&later2, 2500),
+            (&later1, 2501),
+            (&first, 2502),
+            (&lone_first, 2600),
+        ] {
+            w.write_packet(&packet(f, ts, 0, Direction::Outbound))
+                .unwrap();
         }
         w.write_app_records(
             &[app(

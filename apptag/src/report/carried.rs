@@ -229,6 +229,12 @@ mod tests {
         let c = acc.finish();
         assert_eq!(c.dns_names[0].value, "n0.example");
         assert_eq!(c.dns_names[0].count, 4);
-        assert_eq!(c.http_methods, vec![Seen { value: "GET".into(), count: 2 }]);
+        assert_eq!(
+            c.http_methods,
+            vec![Seen {
+                value: "GET".into(),
+                count: 2
+            }]
+        );
     }
 }

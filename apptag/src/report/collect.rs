@@ -109,9 +109,7 @@ impl Subscriber for Collector<'_> {
         match rec {
             Record::Interface(i) => agg.interface(i.linktype),
             Record::Section => agg.new_section(),
-            Record::InterfaceStats { interface, stats } => {
-                agg.interface_stats(*interface, stats.clone())
-            }
+            Record::InterfaceStats { interface, stats } => agg.interface_stats(*interface, *stats),
             _ => {}
         }
     }

@@ -150,14 +150,18 @@ pub fn extract(input: &Path, output: &Path, sel: &Selector) -> Result<ExtractSta
             }
             selected[i / 64] |= 1 << (i % 64);
         }));
-        crate::analysis::analyze_bytes(data, &AnalysisConfig::default(), &mut c).map_err(
-            |e| match e {
+        crate::analysis::analyze_bytes(data, &AnalysisConfig::default(), &mut c).map_err(|e| {
+            match e {
                 crate::analysis::AnalysisError::Read(e) => e,
-            },
-        )?;
+            }
+        })?;
     }
-    let is_selected =
-        |frame: u64| frame > 0 && selected.get((frame as usize - 1) / 64).is_some_and(|w| w >> ((frame - 1) % 64) & 1 == 1);
+    let is_selected = |frame: u64| {
+        frame > 0
+            && selected
+                .get((frame as usize - 1) / 64)
+                .is_some_and(|w| w >> ((frame - 1) % 64) & 1 == 1)
+    };
     // Packets of other users: as private as the capture they come from.
     let file =
         crate::sys::create_private(output, crate::sys::PRIVATE_FILE_MODE).map_err(|source| {

@@ -116,8 +116,8 @@ pub fn analyze_with(
 /// [`analyze`] over a capture already in memory.
 pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, ReportError> {
     let mut c = collect::Collector::new(true);
-    let summary = crate::analysis::analyze_bytes(data, &AnalysisConfig::default(), &mut c)
-        .map_err(unwrap)?;
+    let summary =
+        crate::analysis::analyze_bytes(data, &AnalysisConfig::default(), &mut c).map_err(unwrap)?;
     Ok(finish(c, summary, name.to_string(), opts))
 }
 
