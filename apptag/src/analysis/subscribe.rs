@@ -202,6 +202,10 @@ pub trait Subscriber {
 
     /// Damage in the file (reading goes on where it can).
     fn damage(&mut self, _e: &ReportError) {}
+
+    /// The time of the file's first packet, before that packet is given (the same for
+    /// every worker of a sharded run).
+    fn origin(&mut self, _ts_ns: u64) {}
 }
 
 /// Several subscribers as one: each gets every callback; the bytes kept are what the
@@ -288,6 +292,11 @@ impl Subscriber for Fanout<'_> {
             s.damage(e);
         }
     }
+    fn origin(&mut self, ts_ns: u64) {
+        for s in &mut self.0 {
+            s.origin(ts_ns);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -365,21 +374,13 @@ fn run(
         Default::default()
     };
     sub.metadata(&meta);
-    let apps = AppIndex::from_metadata(&meta);
+    let mut pipe = Pipeline::new(cfg, &meta, sub);
     drop(meta);
     let mut summary = Summary {
         format: Some(format),
-        tagged: apps.is_some(),
+        tagged: pipe.reasm_tagged,
         ..Default::default()
     };
-    let states = sub.states();
-    let mut reasm = Reassembler::new(cfg.reassembly.clone(), apps, states);
-    reasm.keep_bytes = sub.wants_bytes();
-    let mut defrag = Defragmenter::new(cfg.defrag.clone());
-    let mut held = sub.wants_fragments().then(HeldFragments::default);
-    // The datagram the defragmenter returned, copied out so that its drops can be read.
-    let mut datagram: Vec<u8> = Vec::new();
-    let mut constituents: Vec<u64> = Vec::new();
     let mut linktypes: Vec<u16> = Vec::new();
     let mut frame = 0u64;
     let total = data.len() as u64;
@@ -394,104 +395,13 @@ fn run(
                     .copied()
                     .unwrap_or(dissect::linktype::ETHERNET);
                 let d = dissect::dissect(lt, p.data);
-                let ev = |state| PacketEvent {
-                    frame,
-                    ts_ns: p.ts_ns,
-                    pid: p.pid,
-                    state,
-                    reason: None,
-                    constituents: &[],
-                    packet: &d,
-                    stream: None,
-                    record: Some(&p),
-                };
-                if states.contains(State::Captured) {
-                    sub.packet(&ev(State::Captured));
+                if frame == 1 {
+                    sub.origin(p.ts_ns);
                 }
-                if !d.is_ip() {
-                    summary.non_ip += 1;
-                } else if d.fragment != Fragment::Whole {
-                    summary.fragments += 1;
-                    let step = match defrag.push(frame, p.ts_ns, &d) {
-                        DefragOutcome::Held => Step::Held,
-                        DefragOutcome::Discarded(r) => Step::Discarded(r),
-                        DefragOutcome::Reassembled {
-                            datagram: g,
-                            constituents: c,
-                            last_ts_ns,
-                        } => {
-                            datagram.clear();
-                            datagram.extend_from_slice(g);
-                            constituents.clear();
-                            constituents.extend_from_slice(c);
-                            Step::Done(last_ts_ns)
-                        }
-                    };
-                    // Fragments the defragmenter let go of while taking this one came
-                    // earlier: settled first.
-                    if let Some(h) = held.as_mut() {
-                        h.settle_drops(defrag.dropped(), sub);
-                    }
-                    match step {
-                        Step::Held => {
-                            if let Some(h) = held.as_mut() {
-                                h.hold(frame, &p, &d);
-                            }
-                            if states.contains(State::Fragment) {
-                                sub.packet(&ev(State::Fragment));
-                            }
-                        }
-                        Step::Discarded(r) => {
-                            if states.contains(State::Discarded) {
-                                sub.packet(&PacketEvent {
-                                    reason: Some(r.as_str()),
-                                    ..ev(State::Discarded)
-                                });
-                            }
-                            if let Some(h) = held.as_mut() {
-                                h.discarded(frame, &p, &d, sub);
-                            }
-                        }
-                        Step::Done(last_ts_ns) => {
-                            if states.contains(State::Fragment) {
-                                sub.packet(&ev(State::Fragment));
-                            }
-                            let whole = dissect::dissect(dissect::linktype::RAW, &datagram);
-                            if let Some(h) = held.as_mut() {
-                                h.complete(frame, &p, &d, &whole, sub);
-                            }
-                            if states.contains(State::Reassembled) {
-                                sub.packet(&PacketEvent {
-                                    ts_ns: last_ts_ns,
-                                    constituents: &constituents,
-                                    packet: &whole,
-                                    ..ev(State::Reassembled)
-                                });
-                            }
-                            let inp = Input {
-                                frame,
-                                ts_ns: last_ts_ns,
-                                pid: p.pid,
-                                packet: &whole,
-                                constituents: Some(&constituents),
-                            };
-                            transport(&mut reasm, &inp, sub);
-                        }
-                    }
-                    // Fragments held before and dropped now (timeouts, limits).
-                    if states.contains(State::Discarded) {
-                        report_dropped(&defrag, sub);
-                    }
-                } else {
-                    let inp = Input {
-                        frame,
-                        ts_ns: p.ts_ns,
-                        pid: p.pid,
-                        packet: &d,
-                        constituents: None,
-                    };
-                    transport(&mut reasm, &inp, sub);
+                if sweeps_at(&d) && pipe.reasm.sweep_due(p.ts_ns) {
+                    pipe.reasm.sweep_at(p.ts_ns, sub);
                 }
+                pipe.packet(frame, &p, &d, sub);
                 let off = records.offset();
                 if off >= next_release {
                     release(off);
@@ -516,22 +426,196 @@ fn run(
             }
         }
     }
-    defrag.flush();
-    if let Some(h) = held.as_mut() {
-        h.settle_drops(defrag.dropped(), sub);
-        h.finish(sub);
-    }
-    if states.contains(State::Discarded) {
-        report_dropped(&defrag, sub);
-    }
-    reasm.finish(sub);
+    pipe.finish(sub);
     if let Some(p) = progress.as_mut() {
         p(total, total);
     }
     summary.frames = frame;
-    summary.reassembly = reasm.stats.clone();
-    summary.defrag = defrag.stats().clone();
+    // One pipeline: its peaks are the run's (not added to a default).
+    pipe.fill(&mut summary);
     Ok(summary)
+}
+
+/// Whether the driver checks for idle streams at this packet: every IP packet of a
+/// transport that has streams (fragments included), by the same rule on one core and on
+/// every worker of a sharded run.
+#[inline]
+pub(crate) fn sweeps_at(d: &Dissected) -> bool {
+    use crate::model::proto;
+    d.is_ip() && matches!(d.protocol, proto::TCP | proto::UDP | proto::UDPLITE)
+}
+
+/// Defragmentation, reassembly and the subscriber's fragment records, for the packets of
+/// one file (or of one shard of it).
+pub(crate) struct Pipeline {
+    pub(crate) reasm: Reassembler,
+    reasm_tagged: bool,
+    defrag: Defragmenter,
+    held: Option<HeldFragments>,
+    states: States,
+    /// The datagram the defragmenter returned, copied out so that its drops can be read.
+    datagram: Vec<u8>,
+    constituents: Vec<u64>,
+    non_ip: u64,
+    fragments: u64,
+}
+
+impl Pipeline {
+    pub(crate) fn new(cfg: &AnalysisConfig, meta: &Metadata, sub: &dyn Subscriber) -> Self {
+        let apps = AppIndex::from_metadata(meta);
+        let tagged = apps.is_some();
+        let states = sub.states();
+        let mut reasm = Reassembler::new(cfg.reassembly.clone(), apps, states);
+        reasm.keep_bytes = sub.wants_bytes();
+        reasm.external_sweeps = true;
+        Self {
+            reasm,
+            reasm_tagged: tagged,
+            defrag: Defragmenter::new(cfg.defrag.clone()),
+            held: sub.wants_fragments().then(HeldFragments::default),
+            states,
+            datagram: Vec::new(),
+            constituents: Vec::new(),
+            non_ip: 0,
+            fragments: 0,
+        }
+    }
+
+    /// One frame of the file, dissected.
+    pub(crate) fn packet(
+        &mut self,
+        frame: u64,
+        p: &Packet<'_>,
+        d: &Dissected<'_>,
+        sub: &mut dyn Subscriber,
+    ) {
+        let states = self.states;
+        let ev = |state| PacketEvent {
+            frame,
+            ts_ns: p.ts_ns,
+            pid: p.pid,
+            state,
+            reason: None,
+            constituents: &[],
+            packet: d,
+            stream: None,
+            record: Some(p),
+        };
+        if states.contains(State::Captured) {
+            sub.packet(&ev(State::Captured));
+        }
+        if !d.is_ip() {
+            self.non_ip += 1;
+            return;
+        }
+        if d.fragment == Fragment::Whole {
+            let inp = Input {
+                frame,
+                ts_ns: p.ts_ns,
+                pid: p.pid,
+                packet: d,
+                constituents: None,
+            };
+            transport(&mut self.reasm, &inp, sub);
+            return;
+        }
+        self.fragments += 1;
+        let step = match self.defrag.push(frame, p.ts_ns, d) {
+            DefragOutcome::Held => Step::Held,
+            DefragOutcome::Discarded(r) => Step::Discarded(r),
+            DefragOutcome::Reassembled {
+                datagram: g,
+                constituents: c,
+                last_ts_ns,
+            } => {
+                self.datagram.clear();
+                self.datagram.extend_from_slice(g);
+                self.constituents.clear();
+                self.constituents.extend_from_slice(c);
+                Step::Done(last_ts_ns)
+            }
+        };
+        // Fragments the defragmenter let go of while taking this one came earlier:
+        // settled first.
+        if let Some(h) = self.held.as_mut() {
+            h.settle_drops(self.defrag.dropped(), sub);
+        }
+        match step {
+            Step::Held => {
+                if let Some(h) = self.held.as_mut() {
+                    h.hold(frame, p, d);
+                }
+                if states.contains(State::Fragment) {
+                    sub.packet(&ev(State::Fragment));
+                }
+            }
+            Step::Discarded(r) => {
+                if states.contains(State::Discarded) {
+                    sub.packet(&PacketEvent {
+                        reason: Some(r.as_str()),
+                        ..ev(State::Discarded)
+                    });
+                }
+                if let Some(h) = self.held.as_mut() {
+                    h.discarded(frame, p, d, sub);
+                }
+            }
+            Step::Done(last_ts_ns) => {
+                if states.contains(State::Fragment) {
+                    sub.packet(&ev(State::Fragment));
+                }
+                let whole = dissect::dissect(dissect::linktype::RAW, &self.datagram);
+                if let Some(h) = self.held.as_mut() {
+                    h.complete(frame, p, d, &whole, sub);
+                }
+                if states.contains(State::Reassembled) {
+                    sub.packet(&PacketEvent {
+                        ts_ns: last_ts_ns,
+                        constituents: &self.constituents,
+                        packet: &whole,
+                        ..ev(State::Reassembled)
+                    });
+                }
+                let inp = Input {
+                    frame,
+                    ts_ns: last_ts_ns,
+                    pid: p.pid,
+                    packet: &whole,
+                    constituents: Some(&self.constituents),
+                };
+                transport(&mut self.reasm, &inp, sub);
+            }
+        }
+        // Fragments held before and dropped now (timeouts, limits).
+        if states.contains(State::Discarded) {
+            report_dropped(&self.defrag, sub);
+        }
+    }
+
+    /// The end of the input: incomplete datagrams dropped, streams retired.
+    pub(crate) fn finish(&mut self, sub: &mut dyn Subscriber) {
+        self.defrag.flush();
+        if let Some(h) = self.held.as_mut() {
+            h.settle_drops(self.defrag.dropped(), sub);
+            h.finish(sub);
+        }
+        if self.states.contains(State::Discarded) {
+            report_dropped(&self.defrag, sub);
+        }
+        self.reasm.finish(sub);
+    }
+
+    pub(crate) fn tagged(&self) -> bool {
+        self.reasm_tagged
+    }
+
+    /// Adds this pipeline's counters to `s`.
+    pub(crate) fn fill(&self, s: &mut Summary) {
+        s.non_ip += self.non_ip;
+        s.fragments += self.fragments;
+        s.reassembly.add(&self.reasm.stats);
+        s.defrag.add(self.defrag.stats());
+    }
 }
 
 enum Step {

@@ -74,6 +74,21 @@ impl Counters {
             self.last_ns = ts;
         }
     }
+    /// Adds another run's counters over other packets.
+    pub fn merge(&mut self, o: &Counters) {
+        if o.packets() == 0 {
+            return;
+        }
+        self.packets_in += o.packets_in;
+        self.packets_out += o.packets_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        if self.first_ns == 0 || o.first_ns != 0 && o.first_ns < self.first_ns {
+            self.first_ns = o.first_ns;
+        }
+        self.last_ns = self.last_ns.max(o.last_ns);
+    }
+
     pub fn packets(&self) -> u64 {
         self.packets_in + self.packets_out
     }
@@ -104,6 +119,9 @@ pub struct Flow {
     pub bytes: [u64; 2],
     pub first_ns: u64,
     pub last_ns: u64,
+    /// The lowest frame number counted to it: flows are listed in this order, whatever
+    /// order they were made in (one core, or several workers).
+    pub first_frame: u64,
     /// Application protocol found in the payload.
     pub service: Option<&'static str>,
     /// Names found (DNS/HTTP/SNI), with the line of the packet that carried each.
@@ -315,6 +333,38 @@ impl Timeline {
             s.coarsen(10);
         }
     }
+
+    /// Bins start at `ts` (the file's first packet), whichever packet is counted first.
+    fn start(&mut self, ts: u64) {
+        if !self.started {
+            self.started = true;
+            self.origin_ns = ts;
+            self.bin_ns = Self::FIRST_BIN_NS;
+        }
+    }
+
+    /// Widens the bins to `bin_ns` (a power-of-ten multiple of the current width).
+    fn coarsen_to(&mut self, bin_ns: u64) {
+        while self.started && self.bin_ns < bin_ns {
+            self.coarsen();
+        }
+    }
+
+    /// Adds another timeline's series (same origin and bin width) to line `line`.
+    fn merge_series(&mut self, line: LineId, s: Series) {
+        if s.bins.is_empty() {
+            return;
+        }
+        let l = line as usize;
+        if self.bytes.len() <= l {
+            self.bytes.resize_with(l + 1, Series::default);
+        }
+        for (i, b) in s.bins.into_iter().enumerate() {
+            if b != 0 {
+                self.bytes[l].add(s.start + i, b);
+            }
+        }
+    }
 }
 
 /// What the file says about processes and applications, gathered before the packets are
@@ -381,6 +431,9 @@ pub struct Aggregator {
     pub processes: Vec<ProcessInfo>,
     /// Whether every packet's direction came from the capture rather than a guess.
     pub direction_guessed: u64,
+    /// Lines made from the file's metadata (the same in every worker); the rest are made
+    /// as traffic needs them.
+    static_lines: usize,
 }
 
 impl Aggregator {
@@ -407,6 +460,7 @@ impl Aggregator {
             timeline: Timeline::default(),
             processes: meta.processes.clone(),
             direction_guessed: 0,
+            static_lines: 0,
         };
         for app in meta.table.apps() {
             let line = agg.app_line(&app.name, &app.exe, &app.cgroup);
@@ -447,7 +501,99 @@ impl Aggregator {
                 agg.bind_pid(p.pid, p.start_ns, line);
             }
         }
+        agg.static_lines = agg.lines.len();
         agg
+    }
+
+    /// The time bins start at the file's first packet.
+    pub fn origin(&mut self, ts_ns: u64) {
+        self.timeline.start(ts_ns);
+    }
+
+    /// Merges the aggregations of a sharded run's workers (each saw whole flows; worker
+    /// 0 also saw the file's non-packet records). The result reports as one core's would.
+    pub fn merge(mut parts: Vec<Aggregator>) -> Aggregator {
+        if parts.len() <= 1 {
+            return parts.pop().unwrap_or_else(|| Aggregator::new(Metadata::default()));
+        }
+        let mut rest = parts.split_off(1);
+        let Some(mut m) = parts.pop() else {
+            return Aggregator::new(Metadata::default());
+        };
+        let mut bin_ns = m.timeline.bin_ns;
+        for o in &rest {
+            bin_ns = bin_ns.max(o.timeline.bin_ns);
+        }
+        m.timeline.coarsen_to(bin_ns);
+        for o in &mut rest {
+            o.timeline.coarsen_to(bin_ns);
+            // Lines: those from the metadata are the same everywhere; the others by what
+            // they stand for.
+            let map: Vec<LineId> = (0..o.lines.len())
+                .map(|i| {
+                    if i < m.static_lines {
+                        return i as LineId;
+                    }
+                    let kind = &o.lines[i].kind;
+                    match m.lines.iter().position(|l| l.kind == *kind) {
+                        Some(j) => j as LineId,
+                        None => {
+                            m.lines.push(Line {
+                                kind: kind.clone(),
+                                counters: Counters::default(),
+                                processes: FxHashMap::default(),
+                            });
+                            (m.lines.len() - 1) as LineId
+                        }
+                    }
+                })
+                .collect();
+            let remap = |l: LineId| map.get(l as usize).copied().unwrap_or(l);
+            for (i, l) in o.lines.drain(..).enumerate() {
+                let Some(t) = m.lines.get_mut(remap(i as LineId) as usize) else {
+                    continue;
+                };
+                t.counters.merge(&l.counters);
+                for (pid, c) in l.processes {
+                    t.processes.entry(pid).or_default().merge(&c);
+                }
+                if let (LineKind::App(a), LineKind::App(b)) = (&mut t.kind, &l.kind) {
+                    for p in &b.pids {
+                        if !a.pids.contains(p) {
+                            a.pids.push(*p);
+                        }
+                    }
+                }
+            }
+            for mut f in o.flows.drain(..) {
+                for a in &mut f.accounts {
+                    a.line = remap(a.line);
+                }
+                for (_, l) in &mut f.names {
+                    *l = remap(*l);
+                }
+                m.flow_index.insert(f.key, m.flows.len() as u32);
+                m.flows.push(f);
+            }
+            for (i, s) in std::mem::take(&mut o.timeline.bytes).into_iter().enumerate() {
+                m.timeline.merge_series(remap(i as LineId), s);
+            }
+            m.totals.merge(&o.totals);
+            m.non_ip_packets += o.non_ip_packets;
+            m.direction_guessed += o.direction_guessed;
+            m.socket_lookups += o.socket_lookups;
+            if m.timeline.bytes.is_empty() && !o.timeline.bytes.is_empty() {
+                m.timeline.origin_ns = o.timeline.origin_ns;
+            }
+        }
+        m.flows.sort_by_key(|f| f.first_frame);
+        m.flow_index = m
+            .flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.key, i as u32))
+            .collect();
+        m
     }
 
     fn app_line(&mut self, name: &str, exe: &str, cgroup: &str) -> LineId {
@@ -554,8 +700,8 @@ impl Aggregator {
 
     /// Accounts a whole (unfragmented) IP packet; returns its line and pid (0: none).
     #[inline]
-    pub fn whole(&mut self, p: &Packet, d: &Dissected) -> (LineId, u32) {
-        self.account(p, d, true)
+    pub fn whole(&mut self, frame: u64, p: &Packet, d: &Dissected) -> (LineId, u32) {
+        self.account(frame, p, d, true)
     }
 
     /// Accounts fragments whose fate the driver settled: every fragment of a datagram to
@@ -576,13 +722,13 @@ impl Aggregator {
                     };
                     // The datagram's payload is looked at once, with the fragment that
                     // completed it.
-                    let (line, pid) = self.account(&f.record, &d, i + 1 == n);
+                    let (line, pid) = self.account(f.frame, &f.record, &d, i + 1 == n);
                     each(f.frame, line, pid);
                 }
             }
             Settled::Dropped(list) => {
                 for f in *list {
-                    let (line, pid) = self.account(&f.record, &f.header, false);
+                    let (line, pid) = self.account(f.frame, &f.record, &f.header, false);
                     each(f.frame, line, pid);
                 }
             }
@@ -591,7 +737,7 @@ impl Aggregator {
                 record,
                 frame,
             } => {
-                let (line, pid) = self.account(record, fragment, true);
+                let (line, pid) = self.account(*frame, record, fragment, true);
                 each(*frame, line, pid);
             }
         }
@@ -609,11 +755,16 @@ impl Aggregator {
     /// Accounts one packet to the flow of `d` (for a fragment, its datagram's headers).
     /// `inspect`: whether `d`'s payload may be looked at for a service or name (once per
     /// datagram).
-    fn account(&mut self, p: &Packet, d: &Dissected, inspect: bool) -> (LineId, u32) {
+    fn account(&mut self, frame: u64, p: &Packet, d: &Dissected, inspect: bool) -> (LineId, u32) {
         let len = u64::from(p.orig_len);
         let ts = p.ts_ns;
         let fi = self.flow_for(d, ts);
         let flow_idx = fi as usize;
+        if let Some(f) = self.flows.get_mut(flow_idx)
+            && frame < f.first_frame
+        {
+            f.first_frame = frame;
+        }
         // Direction: the capture's flag, else the cooked header's, else known local
         // addresses, else the flow's initiator is taken as this host.
         let decided = match p.direction {
@@ -1010,6 +1161,7 @@ impl Aggregator {
                     bytes: [0; 2],
                     first_ns: ts,
                     last_ns: ts,
+                    first_frame: u64::MAX,
                     service: None,
                     names: Vec::new(),
                     inspected: 0,
@@ -1050,7 +1202,7 @@ mod tests {
                 "fragments go through the driver"
             );
             if d.is_ip() {
-                self.whole(p, &d)
+                self.whole(1, p, &d)
             } else {
                 self.non_ip(p)
             }

@@ -14,7 +14,7 @@ use super::carried::CarriedSink;
 use super::{Problem, ReportError};
 
 /// Told each frame's number, line and pid as it is accounted.
-pub type FrameHook<'a> = Box<dyn FnMut(u64, LineId, u32) + 'a>;
+pub type FrameHook<'a> = Box<dyn FnMut(u64, LineId, u32) + Send + 'a>;
 
 pub struct Collector<'a> {
     agg: Option<Aggregator>,
@@ -76,7 +76,7 @@ impl Subscriber for Collector<'_> {
         let (line, pid) = if !d.is_ip() {
             self.agg().non_ip(p)
         } else if d.fragment == crate::dissect::Fragment::Whole {
-            self.agg().whole(p, d)
+            self.agg().whole(ev.frame, p, d)
         } else {
             // Counted when the driver settles its datagram.
             return;
@@ -112,6 +112,10 @@ impl Subscriber for Collector<'_> {
             Record::InterfaceStats { interface, stats } => agg.interface_stats(*interface, *stats),
             _ => {}
         }
+    }
+
+    fn origin(&mut self, ts_ns: u64) {
+        self.agg().origin(ts_ns);
     }
 
     fn damage(&mut self, e: &ReportError) {

@@ -113,6 +113,68 @@ pub fn analyze_with(
     Ok(finish(c, summary, path.display().to_string(), opts))
 }
 
+/// [`analyze_with`] on `threads` workers (flows sharded by address pair, results merged
+/// so that the report is the one a single core makes).
+pub fn analyze_threads(
+    path: &Path,
+    opts: Options,
+    cfg: &AnalysisConfig,
+    threads: usize,
+) -> Result<Report, ReportError> {
+    if threads <= 1 {
+        return analyze_with(path, opts, cfg);
+    }
+    let r = crate::analysis::shard::analyze_file_sharded(
+        path,
+        cfg,
+        threads,
+        |_| collect::Collector::new(true),
+        collect::Collector::finish,
+    )
+    .map_err(unwrap)?;
+    Ok(merged(r, path.display().to_string(), opts))
+}
+
+/// [`analyze_threads`] over a capture in memory.
+pub fn analyze_bytes_threads(
+    data: &[u8],
+    name: &str,
+    opts: Options,
+    threads: usize,
+) -> Result<Report, ReportError> {
+    if threads <= 1 {
+        return analyze_bytes(data, name, opts);
+    }
+    let r = crate::analysis::shard::analyze_bytes_sharded(
+        data,
+        &AnalysisConfig::default(),
+        threads,
+        |_| collect::Collector::new(true),
+        collect::Collector::finish,
+    )
+    .map_err(unwrap)?;
+    Ok(merged(r, name.to_string(), opts))
+}
+
+fn merged(
+    r: crate::analysis::shard::Sharded<(aggregate::Aggregator, Vec<Problem>)>,
+    name: String,
+    opts: Options,
+) -> Report {
+    let mut problems = Vec::new();
+    let mut parts = Vec::with_capacity(r.workers.len());
+    for (i, (agg, p)) in r.workers.into_iter().enumerate() {
+        if i == 0 {
+            problems = p;
+        }
+        parts.push(agg);
+    }
+    let mut agg = aggregate::Aggregator::merge(parts);
+    agg.defrag = r.summary.defrag;
+    let format = r.summary.format.unwrap_or(Format::Pcap);
+    Report::build(agg, name, format, problems, opts.flows)
+}
+
 /// [`analyze`] over a capture already in memory.
 pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, ReportError> {
     let mut c = collect::Collector::new(true);

@@ -217,6 +217,8 @@ impl Report {
     ) -> Self {
         // Fragments still waiting for their datagrams are counted now.
         agg.finish();
+        // Flows in the order of their first frames, however they were made.
+        agg.flows.sort_by_key(|f| f.first_frame);
         let mut acc: Vec<LineAcc> = (0..agg.lines.len()).map(|_| LineAcc::default()).collect();
         let mut conversations = Vec::new();
         for f in &agg.flows {
@@ -398,7 +400,14 @@ impl Report {
                 line: i as LineId,
             });
         }
-        apps.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.name.cmp(&y.name)));
+        // A total order (unattributed lines share a name, not a reason), so the order the
+        // lines were made in (one core or several workers) does not show.
+        apps.sort_by(|x, y| {
+            y.bytes
+                .cmp(&x.bytes)
+                .then_with(|| x.name.cmp(&y.name))
+                .then_with(|| x.reason.cmp(&y.reason))
+        });
         let t = agg.totals;
         let totals = Totals {
             packets: t.packets(),
