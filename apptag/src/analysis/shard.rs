@@ -51,15 +51,27 @@ pub fn shard_of(d: &Dissected, workers: usize) -> usize {
     if workers <= 1 || !d.is_ip() {
         return 0;
     }
-    let a = dissect::Addr::from_ip(d.src);
-    let b = dissect::Addr::from_ip(d.dst);
+    let fold = |ip: std::net::IpAddr| -> u64 {
+        match ip.to_canonical() {
+            std::net::IpAddr::V4(a) => u64::from(u32::from(a)),
+            std::net::IpAddr::V6(a) => {
+                let x = u128::from(a);
+                (x as u64) ^ mix((x >> 64) as u64)
+            }
+        }
+    };
+    let (a, b) = (fold(d.src), fold(d.dst));
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let mut h = rustc_hash::FxHasher::default();
-    std::hash::Hash::hash(&lo, &mut h);
-    std::hash::Hash::hash(&hi, &mut h);
-    let x = std::hash::Hasher::finish(&h);
-    // The high bits of Fx's product are the well mixed ones.
-    ((x >> 32) as usize) % workers
+    (mix(lo ^ mix(hi)) % workers as u64) as usize
+}
+
+/// splitmix64's finaliser: every input bit moves every output bit.
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The streams a worker opened, to renumber them as one core would have.
@@ -304,10 +316,7 @@ where
             send(&txs[w], &mut batches[w], true);
         }
         drop(txs);
-        handles
-            .into_iter()
-            .map(|h| h.join())
-            .collect::<Vec<_>>()
+        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
     });
     let mut workers = Vec::with_capacity(n);
     let mut opened = Vec::with_capacity(n);

@@ -1,7 +1,7 @@
 //! `apptag report` and `apptag extract`.
 use std::{io::Write, path::PathBuf};
 
-use apptag::report::{Options, ReportError, analyze, plot, table};
+use apptag::report::{Options, ReportError, analyze_threads, plot, table};
 
 /// Which applications used the network in a capture: how much, with whom and when.
 #[derive(clap::Args, Debug, Clone)]
@@ -18,12 +18,19 @@ pub struct ReportArgs {
     /// application, into this SVG or PNG file.
     #[arg(long, value_name = "OUT.svg|OUT.png")]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: super::streams::ThreadsArg,
 }
 
 /// Runs `apptag report`. Returns the report so the caller can decide the exit status
 /// (damage in the file is in `problems`).
 pub fn run(args: &ReportArgs) -> Result<apptag::report::Report, ReportError> {
-    let report = analyze(&args.file, Options { flows: args.flows })?;
+    let report = analyze_threads(
+        &args.file,
+        Options { flows: args.flows },
+        &apptag::analysis::AnalysisConfig::default(),
+        args.threads.get(),
+    )?;
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');

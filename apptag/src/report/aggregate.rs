@@ -514,7 +514,9 @@ impl Aggregator {
     /// 0 also saw the file's non-packet records). The result reports as one core's would.
     pub fn merge(mut parts: Vec<Aggregator>) -> Aggregator {
         if parts.len() <= 1 {
-            return parts.pop().unwrap_or_else(|| Aggregator::new(Metadata::default()));
+            return parts
+                .pop()
+                .unwrap_or_else(|| Aggregator::new(Metadata::default()));
         }
         let mut rest = parts.split_off(1);
         let Some(mut m) = parts.pop() else {
@@ -575,7 +577,10 @@ impl Aggregator {
                 m.flow_index.insert(f.key, m.flows.len() as u32);
                 m.flows.push(f);
             }
-            for (i, s) in std::mem::take(&mut o.timeline.bytes).into_iter().enumerate() {
+            for (i, s) in std::mem::take(&mut o.timeline.bytes)
+                .into_iter()
+                .enumerate()
+            {
                 m.timeline.merge_series(remap(i as LineId), s);
             }
             m.totals.merge(&o.totals);
