@@ -214,7 +214,10 @@ fn print_rows(
     for (cmd, x) in speedups {
         println!("apptag {cmd}: 2 workers against 1, wall time: {x:.2}x");
     }
-    println!("load average after the 1- and 2-worker runs (/proc/loadavg): {}", load.trim());
+    println!(
+        "load average after the 1- and 2-worker runs (/proc/loadavg): {}",
+        load.trim()
+    );
 }
 
 fn number_after(json: &str, key: &str) -> Option<u64> {
