@@ -19,6 +19,7 @@ pub mod defrag;
 pub mod fields;
 pub mod parse;
 pub mod prefix;
+pub mod shard;
 pub mod stream;
 pub mod subscribe;
 pub mod tcp;

@@ -14,12 +14,18 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use rustc_hash::FxHashMap;
+
 use super::apps::AppIndex;
-use super::defrag::{DefragConfig, DefragOutcome, DefragStats, Defragmenter};
+use super::defrag::{
+    DatagramKey, DefragConfig, DefragOutcome, DefragStats, Defragmenter, DiscardReason,
+};
 use super::stream::{Dir, Position, Stream};
 use super::tcp::{Input, Reassembler, ReassemblyConfig, ReassemblyStats, transport_of};
 use crate::dissect::{self, Dissected, Fragment};
+use crate::model::Packet;
 use crate::report::ReportError;
+use crate::report::aggregate::Metadata;
 use crate::report::source::{Capture, Format, Record, Records};
 
 /// The states a packet enters on its way through the layers (the qcap paper's).
@@ -99,6 +105,45 @@ pub struct PacketEvent<'a, 'p> {
     pub packet: &'a Dissected<'p>,
     /// The stream, for the stream states.
     pub stream: Option<&'a Stream>,
+    /// The file's record of the frame (length on the wire, direction flag), for the
+    /// states the driver makes from a frame of the file (not for the stream states, nor
+    /// for fragments dropped later).
+    pub record: Option<&'a Packet<'p>>,
+}
+
+/// A fragment's file record and its own headers, without its bytes: kept by the driver
+/// while its datagram is incomplete, for subscribers that count fragments
+/// ([`Subscriber::wants_fragments`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HeldFragment {
+    pub frame: u64,
+    /// The record, `data` empty.
+    pub record: Packet<'static>,
+    /// Its own headers, `l3` and `payload` empty; for a fragment dropped with its
+    /// datagram, a later fragment carries its datagram's first fragment's headers (ports)
+    /// when that fragment was seen.
+    pub header: Dissected<'static>,
+}
+
+/// Fragments whose fate is known (see [`Subscriber::fragments`]).
+pub enum Settled<'a, 'p> {
+    /// They made `datagram`; in frame order, the last one completed it. Fragments the
+    /// defragmenter discarded while their datagram was being put together are included:
+    /// they belong to it.
+    Datagram {
+        datagram: &'a Dissected<'p>,
+        fragments: &'a [HeldFragment],
+    },
+    /// Held, then dropped (timeout, end of input, data past the datagram's end): each on
+    /// its own headers.
+    Dropped(&'a [HeldFragment]),
+    /// Discarded on arrival while no datagram of its key was being put together: on its
+    /// own, bytes included.
+    Discarded {
+        fragment: &'a Dissected<'p>,
+        record: &'a Packet<'p>,
+        frame: u64,
+    },
 }
 
 /// Called back by the driver. Every method has a default that does nothing, so a
@@ -138,6 +183,29 @@ pub trait Subscriber {
     /// input). `s.state` says how it ended: closed (both FINs), reset, timed-out or
     /// unfinished. The packet that closed it entered [`State::Closed`] when it came.
     fn closed(&mut self, _s: &Stream) {}
+
+    /// Whether [`Subscriber::fragments`] is wanted (the driver then keeps each held
+    /// fragment's record until its datagram is settled).
+    fn wants_fragments(&self) -> bool {
+        false
+    }
+
+    /// Fragments whose datagram was reassembled, or which were dropped: each fragment is
+    /// settled exactly once, so a subscriber counting frames counts every fragment once.
+    fn fragments(&mut self, _settled: Settled<'_, '_>) {}
+
+    /// What the file says about processes and applications, before the first record.
+    fn metadata(&mut self, _meta: &Metadata) {}
+
+    /// A record of the file other than a packet (interfaces, sections, statistics).
+    fn block(&mut self, _rec: &Record<'_>) {}
+
+    /// Damage in the file (reading goes on where it can).
+    fn damage(&mut self, _e: &ReportError) {}
+
+    /// The time of the file's first packet, before that packet is given (the same for
+    /// every worker of a sharded run).
+    fn origin(&mut self, _ts_ns: u64) {}
 }
 
 /// Several subscribers as one: each gets every callback; the bytes kept are what the
@@ -180,6 +248,53 @@ impl Subscriber for Fanout<'_> {
     fn closed(&mut self, st: &Stream) {
         for s in &mut self.0 {
             s.closed(st);
+        }
+    }
+    fn wants_fragments(&self) -> bool {
+        self.0.iter().any(|s| s.wants_fragments())
+    }
+    fn fragments(&mut self, settled: Settled<'_, '_>) {
+        for s in &mut self.0 {
+            let again = match &settled {
+                Settled::Datagram {
+                    datagram,
+                    fragments,
+                } => Settled::Datagram {
+                    datagram,
+                    fragments,
+                },
+                Settled::Dropped(f) => Settled::Dropped(f),
+                Settled::Discarded {
+                    fragment,
+                    record,
+                    frame,
+                } => Settled::Discarded {
+                    fragment,
+                    record,
+                    frame: *frame,
+                },
+            };
+            s.fragments(again);
+        }
+    }
+    fn metadata(&mut self, meta: &Metadata) {
+        for s in &mut self.0 {
+            s.metadata(meta);
+        }
+    }
+    fn block(&mut self, rec: &Record<'_>) {
+        for s in &mut self.0 {
+            s.block(rec);
+        }
+    }
+    fn damage(&mut self, e: &ReportError) {
+        for s in &mut self.0 {
+            s.damage(e);
+        }
+    }
+    fn origin(&mut self, ts_ns: u64) {
+        for s in &mut self.0 {
+            s.origin(ts_ns);
         }
     }
 }
@@ -258,16 +373,14 @@ fn run(
     } else {
         Default::default()
     };
-    let apps = AppIndex::from_metadata(&meta);
+    sub.metadata(&meta);
+    let mut pipe = Pipeline::new(cfg, &meta, sub);
+    drop(meta);
     let mut summary = Summary {
         format: Some(format),
-        tagged: apps.is_some(),
+        tagged: pipe.reasm_tagged,
         ..Default::default()
     };
-    let states = sub.states();
-    let mut reasm = Reassembler::new(cfg.reassembly.clone(), apps, states);
-    reasm.keep_bytes = sub.wants_bytes();
-    let mut defrag = Defragmenter::new(cfg.defrag.clone());
     let mut linktypes: Vec<u16> = Vec::new();
     let mut frame = 0u64;
     let total = data.len() as u64;
@@ -282,78 +395,13 @@ fn run(
                     .copied()
                     .unwrap_or(dissect::linktype::ETHERNET);
                 let d = dissect::dissect(lt, p.data);
-                let ev = |state| PacketEvent {
-                    frame,
-                    ts_ns: p.ts_ns,
-                    pid: p.pid,
-                    state,
-                    reason: None,
-                    constituents: &[],
-                    packet: &d,
-                    stream: None,
-                };
-                if states.contains(State::Captured) {
-                    sub.packet(&ev(State::Captured));
+                if frame == 1 {
+                    sub.origin(p.ts_ns);
                 }
-                if !d.is_ip() {
-                    summary.non_ip += 1;
-                } else if d.fragment != Fragment::Whole {
-                    summary.fragments += 1;
-                    match defrag.push(frame, p.ts_ns, &d) {
-                        DefragOutcome::Held => {
-                            if states.contains(State::Fragment) {
-                                sub.packet(&ev(State::Fragment));
-                            }
-                        }
-                        DefragOutcome::Discarded(r) => {
-                            if states.contains(State::Discarded) {
-                                sub.packet(&PacketEvent {
-                                    reason: Some(r.as_str()),
-                                    ..ev(State::Discarded)
-                                });
-                            }
-                        }
-                        DefragOutcome::Reassembled {
-                            datagram,
-                            constituents,
-                            last_ts_ns,
-                        } => {
-                            if states.contains(State::Fragment) {
-                                sub.packet(&ev(State::Fragment));
-                            }
-                            let whole = dissect::dissect(dissect::linktype::RAW, datagram);
-                            if states.contains(State::Reassembled) {
-                                sub.packet(&PacketEvent {
-                                    ts_ns: last_ts_ns,
-                                    constituents,
-                                    packet: &whole,
-                                    ..ev(State::Reassembled)
-                                });
-                            }
-                            let inp = Input {
-                                frame,
-                                ts_ns: last_ts_ns,
-                                pid: p.pid,
-                                packet: &whole,
-                                constituents: Some(constituents),
-                            };
-                            transport(&mut reasm, &inp, sub);
-                        }
-                    }
-                    // Fragments held before and dropped now (timeouts, limits).
-                    if states.contains(State::Discarded) {
-                        report_dropped(&defrag, sub);
-                    }
-                } else {
-                    let inp = Input {
-                        frame,
-                        ts_ns: p.ts_ns,
-                        pid: p.pid,
-                        packet: &d,
-                        constituents: None,
-                    };
-                    transport(&mut reasm, &inp, sub);
+                if sweeps_at(&d) && pipe.reasm.sweep_due(p.ts_ns) {
+                    pipe.reasm.sweep_at(p.ts_ns, sub);
                 }
+                pipe.packet(frame, &p, &d, sub);
                 let off = records.offset();
                 if off >= next_release {
                     release(off);
@@ -363,27 +411,373 @@ fn run(
                     }
                 }
             }
-            Ok(Record::Interface(i)) => linktypes.push(i.linktype),
-            Ok(Record::Section) => linktypes.clear(),
-            Ok(_) => {}
+            Ok(rec) => {
+                match &rec {
+                    Record::Interface(i) => linktypes.push(i.linktype),
+                    Record::Section => linktypes.clear(),
+                    _ => {}
+                }
+                sub.block(&rec);
+            }
             Err(e) => {
                 log::warn!("{e}");
+                sub.damage(&e);
                 summary.problems.push(e.to_string());
             }
         }
     }
-    defrag.flush();
-    if states.contains(State::Discarded) {
-        report_dropped(&defrag, sub);
-    }
-    reasm.finish(sub);
+    pipe.finish(sub);
     if let Some(p) = progress.as_mut() {
         p(total, total);
     }
     summary.frames = frame;
-    summary.reassembly = reasm.stats.clone();
-    summary.defrag = defrag.stats().clone();
+    // One pipeline: its peaks are the run's (not added to a default).
+    pipe.fill(&mut summary);
     Ok(summary)
+}
+
+/// Whether the driver checks for idle streams at this packet: every IP packet of a
+/// transport that has streams (fragments included), by the same rule on one core and on
+/// every worker of a sharded run.
+#[inline]
+pub(crate) fn sweeps_at(d: &Dissected) -> bool {
+    use crate::model::proto;
+    d.is_ip() && matches!(d.protocol, proto::TCP | proto::UDP | proto::UDPLITE)
+}
+
+/// Defragmentation, reassembly and the subscriber's fragment records, for the packets of
+/// one file (or of one shard of it).
+pub(crate) struct Pipeline {
+    pub(crate) reasm: Reassembler,
+    reasm_tagged: bool,
+    defrag: Defragmenter,
+    held: Option<HeldFragments>,
+    states: States,
+    /// The datagram the defragmenter returned, copied out so that its drops can be read.
+    datagram: Vec<u8>,
+    constituents: Vec<u64>,
+    non_ip: u64,
+    fragments: u64,
+}
+
+impl Pipeline {
+    pub(crate) fn new(cfg: &AnalysisConfig, meta: &Metadata, sub: &dyn Subscriber) -> Self {
+        let apps = AppIndex::from_metadata(meta);
+        let tagged = apps.is_some();
+        let states = sub.states();
+        let mut reasm = Reassembler::new(cfg.reassembly.clone(), apps, states);
+        reasm.keep_bytes = sub.wants_bytes();
+        reasm.external_sweeps = true;
+        Self {
+            reasm,
+            reasm_tagged: tagged,
+            defrag: Defragmenter::new(cfg.defrag.clone()),
+            held: sub.wants_fragments().then(HeldFragments::default),
+            states,
+            datagram: Vec::new(),
+            constituents: Vec::new(),
+            non_ip: 0,
+            fragments: 0,
+        }
+    }
+
+    /// One frame of the file, dissected.
+    pub(crate) fn packet(
+        &mut self,
+        frame: u64,
+        p: &Packet<'_>,
+        d: &Dissected<'_>,
+        sub: &mut dyn Subscriber,
+    ) {
+        let states = self.states;
+        let ev = |state| PacketEvent {
+            frame,
+            ts_ns: p.ts_ns,
+            pid: p.pid,
+            state,
+            reason: None,
+            constituents: &[],
+            packet: d,
+            stream: None,
+            record: Some(p),
+        };
+        if states.contains(State::Captured) {
+            sub.packet(&ev(State::Captured));
+        }
+        if !d.is_ip() {
+            self.non_ip += 1;
+            return;
+        }
+        if d.fragment == Fragment::Whole {
+            let inp = Input {
+                frame,
+                ts_ns: p.ts_ns,
+                pid: p.pid,
+                packet: d,
+                constituents: None,
+            };
+            transport(&mut self.reasm, &inp, sub);
+            return;
+        }
+        self.fragments += 1;
+        let step = match self.defrag.push(frame, p.ts_ns, d) {
+            DefragOutcome::Held => Step::Held,
+            DefragOutcome::Discarded(r) => Step::Discarded(r),
+            DefragOutcome::Reassembled {
+                datagram: g,
+                constituents: c,
+                last_ts_ns,
+            } => {
+                self.datagram.clear();
+                self.datagram.extend_from_slice(g);
+                self.constituents.clear();
+                self.constituents.extend_from_slice(c);
+                Step::Done(last_ts_ns)
+            }
+        };
+        // Fragments the defragmenter let go of while taking this one came earlier:
+        // settled first.
+        if let Some(h) = self.held.as_mut() {
+            h.settle_drops(self.defrag.dropped(), sub);
+        }
+        match step {
+            Step::Held => {
+                if let Some(h) = self.held.as_mut() {
+                    h.hold(frame, p, d);
+                }
+                if states.contains(State::Fragment) {
+                    sub.packet(&ev(State::Fragment));
+                }
+            }
+            Step::Discarded(r) => {
+                if states.contains(State::Discarded) {
+                    sub.packet(&PacketEvent {
+                        reason: Some(r.as_str()),
+                        ..ev(State::Discarded)
+                    });
+                }
+                if let Some(h) = self.held.as_mut() {
+                    h.discarded(frame, p, d, sub);
+                }
+            }
+            Step::Done(last_ts_ns) => {
+                if states.contains(State::Fragment) {
+                    sub.packet(&ev(State::Fragment));
+                }
+                let whole = dissect::dissect(dissect::linktype::RAW, &self.datagram);
+                if let Some(h) = self.held.as_mut() {
+                    h.complete(frame, p, d, &whole, sub);
+                }
+                if states.contains(State::Reassembled) {
+                    sub.packet(&PacketEvent {
+                        ts_ns: last_ts_ns,
+                        constituents: &self.constituents,
+                        packet: &whole,
+                        ..ev(State::Reassembled)
+                    });
+                }
+                let inp = Input {
+                    frame,
+                    ts_ns: last_ts_ns,
+                    pid: p.pid,
+                    packet: &whole,
+                    constituents: Some(&self.constituents),
+                };
+                transport(&mut self.reasm, &inp, sub);
+            }
+        }
+        // Fragments held before and dropped now (timeouts, limits).
+        if states.contains(State::Discarded) {
+            report_dropped(&self.defrag, sub);
+        }
+    }
+
+    /// The end of the input: incomplete datagrams dropped, streams retired.
+    pub(crate) fn finish(&mut self, sub: &mut dyn Subscriber) {
+        self.defrag.flush();
+        if let Some(h) = self.held.as_mut() {
+            h.settle_drops(self.defrag.dropped(), sub);
+            h.finish(sub);
+        }
+        if self.states.contains(State::Discarded) {
+            report_dropped(&self.defrag, sub);
+        }
+        self.reasm.finish(sub);
+    }
+
+    pub(crate) fn tagged(&self) -> bool {
+        self.reasm_tagged
+    }
+
+    /// Adds this pipeline's counters to `s`.
+    pub(crate) fn fill(&self, s: &mut Summary) {
+        s.non_ip += self.non_ip;
+        s.fragments += self.fragments;
+        s.reassembly.add(&self.reasm.stats);
+        s.defrag.add(self.defrag.stats());
+    }
+}
+
+enum Step {
+    Held,
+    Discarded(DiscardReason),
+    Done(u64),
+}
+
+/// The records of fragments whose datagram is not settled yet, by datagram. Bounded by
+/// the defragmenter's limits: only fragments it holds wait here, and those it discarded
+/// while their datagram was still held (they are settled with it).
+#[derive(Default)]
+struct HeldFragments {
+    by_key: FxHashMap<DatagramKey, Vec<HeldFragment>>,
+    spare: Vec<Vec<HeldFragment>>,
+    out: Vec<HeldFragment>,
+}
+
+fn held_record(frame: u64, p: &Packet, d: &Dissected) -> HeldFragment {
+    HeldFragment {
+        frame,
+        record: Packet { data: &[], ..*p },
+        header: Dissected {
+            l3: &[],
+            payload: &[],
+            ..*d
+        },
+    }
+}
+
+impl HeldFragments {
+    fn hold(&mut self, frame: u64, p: &Packet, d: &Dissected) {
+        let Some(key) = DatagramKey::of(d) else {
+            return;
+        };
+        let spare = &mut self.spare;
+        self.by_key
+            .entry(key)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(held_record(frame, p, d));
+    }
+
+    /// A fragment discarded on arrival: it waits with its datagram when that is being put
+    /// together, else it is settled now.
+    fn discarded(&mut self, frame: u64, p: &Packet, d: &Dissected, sub: &mut dyn Subscriber) {
+        if DatagramKey::of(d).is_some_and(|k| self.by_key.contains_key(&k)) {
+            self.hold(frame, p, d);
+        } else {
+            sub.fragments(Settled::Discarded {
+                fragment: d,
+                record: p,
+                frame,
+            });
+        }
+    }
+
+    /// The fragment `frame` completed its datagram `whole`.
+    fn complete(
+        &mut self,
+        frame: u64,
+        p: &Packet,
+        d: &Dissected,
+        whole: &Dissected,
+        sub: &mut dyn Subscriber,
+    ) {
+        let mut list = DatagramKey::of(d)
+            .and_then(|k| self.by_key.remove(&k))
+            .unwrap_or_default();
+        list.push(held_record(frame, p, d));
+        sub.fragments(Settled::Datagram {
+            datagram: whole,
+            fragments: &list,
+        });
+        list.clear();
+        self.spare.push(list);
+    }
+
+    /// Settles the fragments the defragmenter dropped in its last call.
+    fn settle_drops(&mut self, dropped: &[super::defrag::Dropped], sub: &mut dyn Subscriber) {
+        if dropped.is_empty() {
+            return;
+        }
+        self.out.clear();
+        for dr in dropped {
+            match dr.reason {
+                // The whole datagram went: all its waiting fragments.
+                DiscardReason::Timeout | DiscardReason::Incomplete => {
+                    self.take_all(dr.key);
+                }
+                // One fragment went (its data lay past the datagram's end).
+                _ => self.take_one(dr.key, dr.frame),
+            }
+        }
+        if !self.out.is_empty() {
+            sub.fragments(Settled::Dropped(&self.out));
+        }
+    }
+
+    /// The headers of `key`'s first fragment (the one with the ports), if it waits.
+    fn first_of(&self, key: &DatagramKey) -> Option<Dissected<'static>> {
+        self.by_key
+            .get(key)?
+            .iter()
+            .find(|w| matches!(w.header.fragment, Fragment::First { .. }))
+            .map(|w| w.header)
+    }
+
+    fn alone(w: HeldFragment, first: Option<&Dissected<'static>>) -> HeldFragment {
+        match (w.header.fragment, first) {
+            (Fragment::Later { .. }, Some(f)) => HeldFragment {
+                header: Dissected {
+                    link_direction: w.header.link_direction,
+                    ..*f
+                },
+                ..w
+            },
+            _ => w,
+        }
+    }
+
+    fn take_one(&mut self, key: DatagramKey, frame: u64) {
+        let first = self.first_of(&key);
+        let Some(list) = self.by_key.get_mut(&key) else {
+            return;
+        };
+        let Some(i) = list.iter().position(|w| w.frame == frame) else {
+            return;
+        };
+        let w = list.swap_remove(i);
+        if list.is_empty()
+            && let Some(l) = self.by_key.remove(&key)
+        {
+            self.spare.push(l);
+        }
+        self.out.push(Self::alone(w, first.as_ref()));
+    }
+
+    fn take_all(&mut self, key: DatagramKey) {
+        let first = self.first_of(&key);
+        let Some(mut list) = self.by_key.remove(&key) else {
+            return;
+        };
+        list.sort_unstable_by_key(|w| w.frame);
+        for w in list.drain(..) {
+            self.out.push(Self::alone(w, first.as_ref()));
+        }
+        self.spare.push(list);
+    }
+
+    /// End of the input: whatever still waits is dropped (the defragmenter's flush said
+    /// so already for what it held; this covers the rest).
+    fn finish(&mut self, sub: &mut dyn Subscriber) {
+        let mut keys: Vec<DatagramKey> = self.by_key.keys().copied().collect();
+        keys.sort_unstable();
+        self.out.clear();
+        for k in keys {
+            self.take_all(k);
+        }
+        if !self.out.is_empty() {
+            sub.fragments(Settled::Dropped(&self.out));
+        }
+    }
 }
 
 #[inline]
@@ -408,6 +802,7 @@ fn report_dropped(defrag: &Defragmenter, sub: &mut dyn Subscriber) {
             constituents: &[],
             packet: &none,
             stream: None,
+            record: None,
         });
     }
 }

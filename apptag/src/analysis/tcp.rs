@@ -224,6 +224,10 @@ pub struct Reassembler {
     scratch: Vec<u8>,
     /// Whether delivered bytes are kept for subscribers (else only counted).
     pub keep_bytes: bool,
+    /// Whether the caller decides when idle streams are swept ([`Reassembler::sweep_at`]),
+    /// as the analysis driver does so that every worker of a sharded run sweeps at the
+    /// same times as one core would.
+    pub external_sweeps: bool,
 }
 
 /// One packet handed to reassembly.
@@ -252,6 +256,7 @@ impl Reassembler {
             apps,
             scratch: Vec::new(),
             keep_bytes: true,
+            external_sweeps: false,
         }
     }
 
@@ -279,9 +284,20 @@ impl Reassembler {
     /// Expires streams idle for longer than the timeout, at most every quarter timeout
     /// of capture time.
     fn maybe_sweep(&mut self, now: u64, sink: &mut dyn Subscriber) {
-        if now < self.last_sweep_ns.saturating_add(self.cfg.timeout_ns / 4) {
+        if self.external_sweeps || !self.sweep_due(now) {
             return;
         }
+        self.sweep_at(now, sink);
+    }
+
+    /// Whether a sweep is due at `now` (a quarter timeout after the last one).
+    #[inline]
+    pub fn sweep_due(&self, now: u64) -> bool {
+        now >= self.last_sweep_ns.saturating_add(self.cfg.timeout_ns / 4)
+    }
+
+    /// Retires the streams idle for longer than the timeout at `now`.
+    pub fn sweep_at(&mut self, now: u64, sink: &mut dyn Subscriber) {
         self.last_sweep_ns = now;
         self.sweep(now.saturating_sub(self.cfg.timeout_ns), sink);
     }
@@ -423,6 +439,7 @@ impl Reassembler {
                 constituents: inp.constituents.unwrap_or(&[]),
                 packet: inp.packet,
                 stream: Some(s),
+                record: None,
             });
         }
     }

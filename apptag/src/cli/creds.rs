@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use apptag::analysis::analyze_file;
 use apptag::analysis::creds::{Credential, Credentials, Kind};
 use apptag::analysis::parse::Parsers;
+use apptag::analysis::shard::analyze_file_sharded;
 
 use super::streams::ReassemblyArgs;
 
@@ -26,13 +27,41 @@ pub struct CredsArgs {
     pub json: bool,
     #[command(flatten)]
     pub reassembly: ReassemblyArgs,
+    #[command(flatten)]
+    pub threads: super::streams::ThreadsArg,
 }
 
 pub fn run(args: &CredsArgs) -> Result<()> {
-    let mut parsers = Parsers::new(Credentials::default());
-    let summary = analyze_file(&args.file, &args.reassembly.config()?, &mut parsers, None)
+    let cfg = args.reassembly.config()?;
+    let threads = args.threads.get();
+    let (creds, summary) = if threads <= 1 {
+        let mut parsers = Parsers::new(Credentials::default());
+        let summary = analyze_file(&args.file, &cfg, &mut parsers, None)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+        let mut creds = parsers.sink;
+        creds.list.sort_by_key(|c| c.frame);
+        (creds, summary)
+    } else {
+        let r = analyze_file_sharded(
+            &args.file,
+            &cfg,
+            threads,
+            |_| Parsers::new(Credentials::default()),
+            |p| p.sink,
+        )
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let creds = parsers.sink;
+        let mut creds = Credentials::default();
+        for (w, mut c) in r.workers.into_iter().enumerate() {
+            for x in &mut c.list {
+                x.stream = r.renumber.get(w, x.stream);
+            }
+            creds.list.append(&mut c.list);
+            creds.dropped += c.dropped;
+        }
+        // Frame order: each frame's credentials come from one worker, in its order.
+        creds.list.sort_by_key(|c| c.frame);
+        (creds, r.summary)
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &creds.list)?;

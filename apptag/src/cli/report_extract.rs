@@ -1,7 +1,7 @@
 //! `apptag report` and `apptag extract`.
 use std::{io::Write, path::PathBuf};
 
-use apptag::report::{Options, ReportError, analyze, analyze_with_states, plot, table};
+use apptag::report::{Options, ReportError, analyze_threads, analyze_with_states, plot, table};
 
 /// Which applications used the network in a capture: how much, with whom and when.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,11 +23,13 @@ pub struct ReportArgs {
     /// application, remote host or process, chosen in the page or with `#group=remote` in
     /// the address; each time bucket coloured quiet, active, new connections, failed
     /// connections or resets, credentials seen) and per-application detail. Reads the file
-    /// a second time for credentials (as `apptag creds`; passwords are not put in the page).
-    /// The page holds at most 200 time buckets and 100 rows per grouping, the rest summed
-    /// into an "other" row.
+    /// a second time for credentials (as `apptag creds`; passwords are not put in the page),
+    /// on one worker. The page holds at most 200 time buckets and 100 rows per grouping, the
+    /// rest summed into an "other" row.
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: super::streams::ThreadsArg,
 }
 
 /// Runs `apptag report`. Returns the report so the caller can decide the exit status
@@ -40,7 +42,15 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<apptag::report::Report> {
             let frames: Vec<u64> = creds.iter().map(|c| c.frame).collect();
             (analyze_with_states(&args.file, opts, &frames)?, creds)
         }
-        None => (analyze(&args.file, opts)?, Vec::new()),
+        None => (
+            analyze_threads(
+                &args.file,
+                opts,
+                &apptag::analysis::AnalysisConfig::default(),
+                args.threads.get(),
+            )?,
+            Vec::new(),
+        ),
     };
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&report)?;

@@ -53,6 +53,24 @@ pub struct ReassemblyArgs {
     pub defrag_policy_for: Vec<String>,
 }
 
+/// How many cores the analysis uses.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ThreadsArg {
+    /// Worker threads. Flows are sharded by address pair, each stream on one worker, and
+    /// the results merged in frame order: the output is the same for any number.
+    /// Default: the cores available.
+    #[arg(short = 'j', long = "threads", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+impl ThreadsArg {
+    pub fn get(&self) -> usize {
+        self.threads
+            .map_or_else(apptag::analysis::shard::default_threads, usize::from)
+    }
+}
+
 impl ReassemblyArgs {
     pub fn config(&self) -> Result<AnalysisConfig> {
         let mut cfg = AnalysisConfig::default();

@@ -1,7 +1,7 @@
 //! Streaming aggregation of packets into applications, processes, flows and remote hosts.
 //! State grows with the number of flows (and applications), never with the number of
 //! packets, so a file of any size is read in bounded memory.
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -12,10 +12,9 @@ use crate::{
 
 use super::{payload, timeline::Mark};
 use crate::{
-    analysis::defrag::{
-        DatagramKey, DefragConfig, DefragOutcome, DefragStats, Defragmenter, DiscardReason, Dropped,
-    },
-    dissect::{self, Addr, Dissected, FiveTuple, Fragment},
+    analysis::defrag::DefragStats,
+    analysis::subscribe::Settled,
+    dissect::{Addr, Dissected, FiveTuple},
 };
 
 /// Why traffic could not be given to an application.
@@ -75,6 +74,21 @@ impl Counters {
             self.last_ns = ts;
         }
     }
+    /// Adds another run's counters over other packets.
+    pub fn merge(&mut self, o: &Counters) {
+        if o.packets() == 0 {
+            return;
+        }
+        self.packets_in += o.packets_in;
+        self.packets_out += o.packets_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        if self.first_ns == 0 || o.first_ns != 0 && o.first_ns < self.first_ns {
+            self.first_ns = o.first_ns;
+        }
+        self.last_ns = self.last_ns.max(o.last_ns);
+    }
+
     pub fn packets(&self) -> u64 {
         self.packets_in + self.packets_out
     }
@@ -105,6 +119,9 @@ pub struct Flow {
     pub bytes: [u64; 2],
     pub first_ns: u64,
     pub last_ns: u64,
+    /// The lowest frame number counted to it: flows are listed in this order, whatever
+    /// order they were made in (one core, or several workers).
+    pub first_frame: u64,
     /// Application protocol found in the payload.
     pub service: Option<&'static str>,
     /// Names found (DNS/HTTP/SNI), with the line of the packet that carried each.
@@ -112,9 +129,39 @@ pub struct Flow {
     inspected: u8,
     /// Which lines (applications / unattributed reasons) its packets went to.
     pub accounts: Vec<Account>,
-    /// The socket matched last, to skip the look-up while the packet time stays inside it.
-    sock_cache: Option<SockMatch>,
+    /// What the protocol parsers found in its streams (HTTP hosts, TLS names...).
+    pub carried: Option<Box<super::carried::FlowCarried>>,
+    /// Attribution results already worked out, each valid over a time window in which
+    /// no socket, process start or attribution start changes the answer: packets of a
+    /// flow skip the socket table while their time stays inside it.
+    attr_cache: Vec<AttrCache>,
 }
+
+/// What decides a packet's attribution within a flow, besides its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AttrKey {
+    pid: u32,
+    src_is_a: bool,
+    /// The direction before loopback sockets are asked.
+    decided: Direction,
+    /// Whether the flow's local end was known, and which end it was taken to be.
+    a_known: bool,
+    local_is_a: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AttrCache {
+    key: AttrKey,
+    /// Valid for packet times in `[from, to)`.
+    from: u64,
+    to: u64,
+    decided: Direction,
+    line: LineId,
+    pid: u32,
+}
+
+/// Attribution results a flow keeps (more would mean packets with ever-changing keys).
+const ATTR_CACHE_PER_FLOW: usize = 4;
 
 impl Flow {
     pub fn local_is_a(&self) -> bool {
@@ -188,12 +235,8 @@ struct Sock {
 
 #[derive(Clone, Copy, Debug)]
 struct SockMatch {
-    first_ns: u64,
-    last_ns: u64,
     line: LineId,
     pid: u32,
-    /// Whether the socket is end `a` of the flow.
-    local_is_a: bool,
 }
 
 impl Sock {
@@ -290,6 +333,38 @@ impl Timeline {
             s.coarsen(10);
         }
     }
+
+    /// Bins start at `ts` (the file's first packet), whichever packet is counted first.
+    fn start(&mut self, ts: u64) {
+        if !self.started {
+            self.started = true;
+            self.origin_ns = ts;
+            self.bin_ns = Self::FIRST_BIN_NS;
+        }
+    }
+
+    /// Widens the bins to `bin_ns` (a power-of-ten multiple of the current width).
+    fn coarsen_to(&mut self, bin_ns: u64) {
+        while self.started && self.bin_ns < bin_ns {
+            self.coarsen();
+        }
+    }
+
+    /// Adds another timeline's series (same origin and bin width) to line `line`.
+    fn merge_series(&mut self, line: LineId, s: Series) {
+        if s.bins.is_empty() {
+            return;
+        }
+        let l = line as usize;
+        if self.bytes.len() <= l {
+            self.bytes.resize_with(l + 1, Series::default);
+        }
+        for (i, b) in s.bins.into_iter().enumerate() {
+            if b != 0 {
+                self.bytes[l].add(s.start + i, b);
+            }
+        }
+    }
 }
 
 /// What the file says about processes and applications, gathered before the packets are
@@ -345,60 +420,22 @@ pub struct Aggregator {
     has_process_info: bool,
     attribution_start_ns: u64,
     pub flows: Vec<Flow>,
-    flow_index: FxHashMap<FiveTuple, u32>,
-    /// Fragments go through the defragmenter: each is counted to its datagram's flow when
-    /// the datagram is complete, whichever fragment came first.
-    defrag: Defragmenter,
-    /// Fragments whose datagram is not complete yet, accounted when it completes or is
-    /// dropped. Bounded by the defragmenter's limits (only held fragments wait, and the
-    /// discarded ones of a datagram still held).
-    pending: HashMap<DatagramKey, Vec<Pending>>,
-    spare_pending: Vec<Vec<Pending>>,
-    /// Frame number of the current packet (1-based).
-    frame: u64,
-    datagram: Vec<u8>,
-    drops: Vec<Dropped>,
+    pub(crate) flow_index: FxHashMap<FiveTuple, u32>,
+    /// The analysis driver's defragmentation figures, set at the end of the run.
+    pub defrag: DefragStats,
+    /// Socket-table look-ups made (attribution cache misses), for the tests and benches.
+    pub socket_lookups: u64,
     pub totals: Counters,
     pub non_ip_packets: u64,
     pub timeline: Timeline,
     pub processes: Vec<ProcessInfo>,
     /// Whether every packet's direction came from the capture rather than a guess.
     pub direction_guessed: u64,
-    /// The state-vs-time view, when asked for (`apptag report --html`).
+    /// Lines made from the file's metadata (the same in every worker); the rest are made
+    /// as traffic needs them.
+    static_lines: usize,
+    /// The state-vs-time view, when asked for (`apptag report --html`; one worker).
     pub states: Option<super::timeline::StateRecorder>,
-}
-
-/// A fragment waiting for its datagram: the packet and its own dissection, without the
-/// bytes (the defragmenter holds those).
-#[derive(Clone, Copy)]
-struct Pending {
-    frame: u64,
-    packet: Packet<'static>,
-    d: Dissected<'static>,
-}
-
-/// The line a packet's caller sees while its accounting waits for the rest of its datagram
-/// and no process tag says it already: "not known yet".
-pub const LINE_PENDING: LineId = LineId::MAX;
-
-fn detach(d: &Dissected) -> Dissected<'static> {
-    Dissected {
-        l3: &[],
-        payload: &[],
-        network: d.network,
-        link_direction: d.link_direction,
-        src: d.src,
-        dst: d.dst,
-        protocol: d.protocol,
-        src_port: d.src_port,
-        dst_port: d.dst_port,
-        icmp: d.icmp,
-        tcp_flags: d.tcp_flags,
-        fragment: d.fragment,
-        frag: d.frag,
-        ttl: d.ttl,
-        tcp: d.tcp,
-    }
 }
 
 impl Aggregator {
@@ -418,17 +455,14 @@ impl Aggregator {
             attribution_start_ns: u64::MAX,
             flows: Vec::new(),
             flow_index: FxHashMap::default(),
-            defrag: Defragmenter::new(DefragConfig::default()),
-            pending: HashMap::new(),
-            spare_pending: Vec::new(),
-            frame: 0,
-            datagram: Vec::new(),
-            drops: Vec::new(),
+            defrag: DefragStats::default(),
+            socket_lookups: 0,
             totals: Counters::default(),
             non_ip_packets: 0,
             timeline: Timeline::default(),
             processes: meta.processes.clone(),
             direction_guessed: 0,
+            static_lines: 0,
             states: None,
         };
         for app in meta.table.apps() {
@@ -470,7 +504,104 @@ impl Aggregator {
                 agg.bind_pid(p.pid, p.start_ns, line);
             }
         }
+        agg.static_lines = agg.lines.len();
         agg
+    }
+
+    /// The time bins start at the file's first packet.
+    pub fn origin(&mut self, ts_ns: u64) {
+        self.timeline.start(ts_ns);
+    }
+
+    /// Merges the aggregations of a sharded run's workers (each saw whole flows; worker
+    /// 0 also saw the file's non-packet records). The result reports as one core's would.
+    pub fn merge(mut parts: Vec<Aggregator>) -> Aggregator {
+        if parts.len() <= 1 {
+            return parts
+                .pop()
+                .unwrap_or_else(|| Aggregator::new(Metadata::default()));
+        }
+        let mut rest = parts.split_off(1);
+        let Some(mut m) = parts.pop() else {
+            return Aggregator::new(Metadata::default());
+        };
+        let mut bin_ns = m.timeline.bin_ns;
+        for o in &rest {
+            bin_ns = bin_ns.max(o.timeline.bin_ns);
+        }
+        m.timeline.coarsen_to(bin_ns);
+        for o in &mut rest {
+            o.timeline.coarsen_to(bin_ns);
+            // Lines: those from the metadata are the same everywhere; the others by what
+            // they stand for.
+            let map: Vec<LineId> = (0..o.lines.len())
+                .map(|i| {
+                    if i < m.static_lines {
+                        return i as LineId;
+                    }
+                    let kind = &o.lines[i].kind;
+                    match m.lines.iter().position(|l| l.kind == *kind) {
+                        Some(j) => j as LineId,
+                        None => {
+                            m.lines.push(Line {
+                                kind: kind.clone(),
+                                counters: Counters::default(),
+                                processes: FxHashMap::default(),
+                            });
+                            (m.lines.len() - 1) as LineId
+                        }
+                    }
+                })
+                .collect();
+            let remap = |l: LineId| map.get(l as usize).copied().unwrap_or(l);
+            for (i, l) in o.lines.drain(..).enumerate() {
+                let Some(t) = m.lines.get_mut(remap(i as LineId) as usize) else {
+                    continue;
+                };
+                t.counters.merge(&l.counters);
+                for (pid, c) in l.processes {
+                    t.processes.entry(pid).or_default().merge(&c);
+                }
+                if let (LineKind::App(a), LineKind::App(b)) = (&mut t.kind, &l.kind) {
+                    for p in &b.pids {
+                        if !a.pids.contains(p) {
+                            a.pids.push(*p);
+                        }
+                    }
+                }
+            }
+            for mut f in o.flows.drain(..) {
+                for a in &mut f.accounts {
+                    a.line = remap(a.line);
+                }
+                for (_, l) in &mut f.names {
+                    *l = remap(*l);
+                }
+                m.flow_index.insert(f.key, m.flows.len() as u32);
+                m.flows.push(f);
+            }
+            for (i, s) in std::mem::take(&mut o.timeline.bytes)
+                .into_iter()
+                .enumerate()
+            {
+                m.timeline.merge_series(remap(i as LineId), s);
+            }
+            m.totals.merge(&o.totals);
+            m.non_ip_packets += o.non_ip_packets;
+            m.direction_guessed += o.direction_guessed;
+            m.socket_lookups += o.socket_lookups;
+            if m.timeline.bytes.is_empty() && !o.timeline.bytes.is_empty() {
+                m.timeline.origin_ns = o.timeline.origin_ns;
+            }
+        }
+        m.flows.sort_by_key(|f| f.first_frame);
+        m.flow_index = m
+            .flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.key, i as u32))
+            .collect();
+        m
     }
 
     fn app_line(&mut self, name: &str, exe: &str, cgroup: &str) -> LineId {
@@ -561,228 +692,103 @@ impl Aggregator {
         self.has_process_info
     }
 
-    /// Accounts one packet; returns the line it went to and the pid it was given (0 when
-    /// no process is known). A fragment is accounted with its datagram, once that is
-    /// complete (or dropped); until then the line returned is its process's, from its tag,
-    /// or [`LINE_PENDING`].
+    /// Accounts a frame that is not IP; returns the line it went to and its pid.
+    pub fn non_ip(&mut self, p: &Packet) -> (LineId, u32) {
+        self.non_ip_packets += 1;
+        let (len, ts) = (u64::from(p.orig_len), p.ts_ns);
+        let out = p.direction == Direction::Outbound;
+        // A tagged non-IP frame (a process's raw AF_PACKET traffic) is still its own.
+        let (line, pid) = match (p.pid, self.pid_line(p.pid, ts)) {
+            (0, _) | (_, None) => (self.unattributed_line(Reason::NotIp), 0),
+            (pid, Some(line)) => (line, pid),
+        };
+        self.account_line(line, pid, ts, len, out);
+        if let Some(s) = self.states.as_mut() {
+            // Frame 0: a non-IP frame carries no credential to find by number.
+            s.packet(&Mark {
+                frame: 0,
+                ts_ns: ts,
+                len,
+                line,
+                pid,
+                remote: None,
+                flow: None,
+                protocol: 0,
+                tcp_flags: 0,
+                tcp_seq: 0,
+                icmp: None,
+            });
+        }
+        (line, pid)
+    }
+
+    /// Accounts a whole (unfragmented) IP packet; returns its line and pid (0: none).
     #[inline]
-    pub fn packet(&mut self, p: &Packet) -> (LineId, u32) {
-        self.frame += 1;
-        let linktype = self
-            .linktypes
-            .get(p.interface as usize)
-            .copied()
-            .unwrap_or(dissect::linktype::ETHERNET);
-        let d = dissect::dissect(linktype, p.data);
-        let len = u64::from(p.orig_len);
-        let ts = p.ts_ns;
-        if !d.is_ip() {
-            self.non_ip_packets += 1;
-            let out = p.direction == Direction::Outbound;
-            // A tagged non-IP frame (a process's raw AF_PACKET traffic) is still its own.
-            let (line, pid) = match (p.pid, self.pid_line(p.pid, ts)) {
-                (0, _) | (_, None) => (self.unattributed_line(Reason::NotIp), 0),
-                (pid, Some(line)) => (line, pid),
-            };
-            self.account_line(line, pid, ts, len, out);
-            if let Some(s) = self.states.as_mut() {
-                s.packet(&Mark {
-                    frame: self.frame,
-                    ts_ns: ts,
-                    len,
-                    line,
-                    pid,
-                    remote: None,
-                    flow: None,
-                    protocol: 0,
-                    tcp_flags: 0,
-                    tcp_seq: 0,
-                    icmp: None,
-                });
+    pub fn whole(&mut self, frame: u64, p: &Packet, d: &Dissected) -> (LineId, u32) {
+        self.account(frame, p, d, true)
+    }
+
+    /// Accounts fragments whose fate the driver settled: every fragment of a datagram to
+    /// the datagram's flow, whichever came first; fragments of a datagram that never
+    /// completed on their own headers (a later one joined to its first fragment's flow
+    /// when that was seen). `each` is told every fragment's frame, line and pid.
+    pub fn settled(&mut self, s: &Settled<'_, '_>, mut each: impl FnMut(u64, LineId, u32)) {
+        match s {
+            Settled::Datagram {
+                datagram,
+                fragments,
+            } => {
+                let n = fragments.len();
+                for (i, f) in fragments.iter().enumerate() {
+                    let d = Dissected {
+                        link_direction: f.header.link_direction,
+                        ..**datagram
+                    };
+                    // The datagram's payload is looked at once, with the fragment that
+                    // completed it.
+                    let (line, pid) = self.account(f.frame, &f.record, &d, i + 1 == n);
+                    each(f.frame, line, pid);
+                }
             }
-            return (line, pid);
+            Settled::Dropped(list) => {
+                for f in *list {
+                    let (line, pid) = self.account(f.frame, &f.record, &f.header, false);
+                    each(f.frame, line, pid);
+                }
+            }
+            Settled::Discarded {
+                fragment,
+                record,
+                frame,
+            } => {
+                let (line, pid) = self.account(*frame, record, fragment, true);
+                each(*frame, line, pid);
+            }
         }
-        if d.fragment != Fragment::Whole {
-            return self.fragment(p, &d);
-        }
-        self.account(p, &d, true)
     }
 
     /// Defragmentation figures (every fragment held, reassembled or discarded, by reason).
     pub fn defrag_stats(&self) -> &DefragStats {
-        self.defrag.stats()
+        &self.defrag
     }
 
-    /// End of the input: datagrams still incomplete are dropped and their fragments
-    /// accounted on their own (joined to their first fragment's flow when it was seen).
-    pub fn finish(&mut self) {
-        self.defrag.flush();
-        self.settle_drops();
-        let mut keys: Vec<DatagramKey> = self.pending.keys().copied().collect();
-        keys.sort_unstable();
-        for k in keys {
-            self.settle_incomplete(k);
-        }
-    }
-
-    /// A fragment: through the defragmenter, accounted now or when its datagram is done.
-    fn fragment(&mut self, p: &Packet, d: &Dissected) -> (LineId, u32) {
-        let frame = self.frame;
-        let Some(key) = DatagramKey::of(d) else {
-            return self.account(p, d, true);
-        };
-        enum Step {
-            Held,
-            Discarded(DiscardReason),
-            Done,
-        }
-        let step = match self.defrag.push(frame, p.ts_ns, d) {
-            DefragOutcome::Held => Step::Held,
-            DefragOutcome::Discarded(r) => Step::Discarded(r),
-            DefragOutcome::Reassembled { datagram, .. } => {
-                self.datagram.clear();
-                self.datagram.extend_from_slice(datagram);
-                Step::Done
-            }
-        };
-        // Fragments the defragmenter let go of while taking this one arrived earlier.
-        self.settle_drops();
-        let me = Pending {
-            frame,
-            packet: Packet { data: &[], ..*p },
-            d: detach(d),
-        };
-        match step {
-            Step::Held => {
-                self.hold(key, me);
-                self.provisional(p)
-            }
-            Step::Discarded(r) => {
-                log::debug!("frame {frame}: fragment discarded ({r})");
-                if self.pending.contains_key(&key) {
-                    // Its datagram is still being put together: counted with it.
-                    self.hold(key, me);
-                    self.provisional(p)
-                } else {
-                    self.account(p, d, true)
-                }
-            }
-            Step::Done => {
-                let buf = std::mem::take(&mut self.datagram);
-                let whole = dissect::dissect(dissect::linktype::RAW, &buf);
-                let mut waiting = self.pending.remove(&key).unwrap_or_default();
-                for w in waiting.drain(..) {
-                    let dd = Dissected {
-                        link_direction: w.d.link_direction,
-                        ..whole
-                    };
-                    self.account(&w.packet, &dd, false);
-                }
-                self.spare_pending.push(waiting);
-                let dd = Dissected {
-                    link_direction: d.link_direction,
-                    ..whole
-                };
-                let r = self.account(p, &dd, true);
-                self.datagram = buf;
-                r
-            }
-        }
-    }
-
-    fn hold(&mut self, key: DatagramKey, w: Pending) {
-        let spare = &mut self.spare_pending;
-        self.pending
-            .entry(key)
-            .or_insert_with(|| spare.pop().unwrap_or_default())
-            .push(w);
-    }
-
-    /// The line of a fragment whose accounting waits: only a process tag says it now.
-    fn provisional(&self, p: &Packet) -> (LineId, u32) {
-        match (p.pid, self.pid_line(p.pid, p.ts_ns)) {
-            (0, _) | (_, None) => (LINE_PENDING, 0),
-            (pid, Some(line)) => (line, pid),
-        }
-    }
-
-    /// Accounts the fragments the defragmenter dropped in its last call.
-    fn settle_drops(&mut self) {
-        let mut drops = std::mem::take(&mut self.drops);
-        drops.clear();
-        drops.extend_from_slice(self.defrag.dropped());
-        for dr in &drops {
-            match dr.reason {
-                // The whole datagram went: all its waiting fragments.
-                DiscardReason::Timeout | DiscardReason::Incomplete => {
-                    self.settle_incomplete(dr.key)
-                }
-                // One fragment went (its data lay past the datagram's end).
-                _ => self.settle_one(dr.key, dr.frame),
-            }
-        }
-        self.drops = drops;
-    }
-
-    /// The fragment of `key`'s datagram that carries the ports, if one is waiting.
-    fn first_of(&self, key: &DatagramKey) -> Option<Dissected<'static>> {
-        self.pending
-            .get(key)?
-            .iter()
-            .find(|w| matches!(w.d.fragment, Fragment::First { .. }))
-            .map(|w| w.d)
-    }
-
-    fn settle_one(&mut self, key: DatagramKey, frame: u64) {
-        let first = self.first_of(&key);
-        let Some(list) = self.pending.get_mut(&key) else {
-            return;
-        };
-        let Some(i) = list.iter().position(|w| w.frame == frame) else {
-            return;
-        };
-        let w = list.swap_remove(i);
-        if list.is_empty()
-            && let Some(l) = self.pending.remove(&key)
-        {
-            self.spare_pending.push(l);
-        }
-        self.account_alone(&w, first.as_ref());
-    }
-
-    fn settle_incomplete(&mut self, key: DatagramKey) {
-        let first = self.first_of(&key);
-        let Some(mut list) = self.pending.remove(&key) else {
-            return;
-        };
-        list.sort_unstable_by_key(|w| w.frame);
-        for w in list.drain(..) {
-            self.account_alone(&w, first.as_ref());
-        }
-        self.spare_pending.push(list);
-    }
-
-    /// A fragment whose datagram never came together: its own headers, with the ports of
-    /// its datagram's first fragment when that was seen.
-    fn account_alone(&mut self, w: &Pending, first: Option<&Dissected<'static>>) {
-        let d = match (w.d.fragment, first) {
-            (Fragment::Later { .. }, Some(f)) => Dissected {
-                link_direction: w.d.link_direction,
-                ..*f
-            },
-            _ => w.d,
-        };
-        self.account(&w.packet, &d, false);
-    }
+    /// Kept for callers of the former per-packet path: fragments are settled by the
+    /// analysis driver now, so nothing waits here.
+    pub fn finish(&mut self) {}
 
     /// Accounts one packet to the flow of `d` (for a fragment, its datagram's headers).
     /// `inspect`: whether `d`'s payload may be looked at for a service or name (once per
     /// datagram).
-    fn account(&mut self, p: &Packet, d: &Dissected, inspect: bool) -> (LineId, u32) {
+    fn account(&mut self, frame: u64, p: &Packet, d: &Dissected, inspect: bool) -> (LineId, u32) {
         let len = u64::from(p.orig_len);
         let ts = p.ts_ns;
         let fi = self.flow_for(d, ts);
         let flow_idx = fi as usize;
+        if let Some(f) = self.flows.get_mut(flow_idx)
+            && frame < f.first_frame
+        {
+            f.first_frame = frame;
+        }
         // Direction: the capture's flag, else the cooked header's, else known local
         // addresses, else the flow's initiator is taken as this host.
         let decided = match p.direction {
@@ -816,31 +822,38 @@ impl Aggregator {
         // Both ends on this host (loopback): the capture's flag says nothing about which end
         // is the tagged process; its sockets do. Untagged packets go to the sender's socket.
         let host_local = is_host_local(src, dst);
-        let decided = if host_local {
-            match self.pid_end(p.pid, ts, d) {
-                Some(dir) => dir,
-                None if p.pid == 0 => Direction::Outbound,
-                None => decided,
-            }
-        } else {
-            decided
+        let key = AttrKey {
+            pid: p.pid,
+            src_is_a,
+            decided,
+            a_known: flow.a_is_local.is_some(),
+            local_is_a: flow.local_is_a(),
         };
-        let prelim_out = match decided {
-            Direction::Outbound => true,
-            Direction::Inbound => false,
-            Direction::Unknown => src_is_a == flow.local_is_a(),
-        };
-        let (line, pid, sock_local_is_src) =
-            self.attribute(p, d, flow_idx, prelim_out, src_is_a, host_local, ts);
-        let decided = match (host_local, sock_local_is_src) {
-            (true, Some(local_is_src)) => {
-                if local_is_src {
-                    Direction::Outbound
-                } else {
-                    Direction::Inbound
+        let hit = flow
+            .attr_cache
+            .iter()
+            .find(|c| c.key == key && c.from <= ts && ts < c.to)
+            .copied();
+        let (decided, line, pid) = match hit {
+            Some(c) => (c.decided, c.line, c.pid),
+            None => {
+                let r = self.attribute_packet(p, d, flow_idx, key, host_local, ts);
+                let (from, to) = self.attribution_window(p.pid, d, ts);
+                if let Some(f) = self.flows.get_mut(flow_idx) {
+                    if f.attr_cache.len() >= ATTR_CACHE_PER_FLOW {
+                        f.attr_cache.remove(0);
+                    }
+                    f.attr_cache.push(AttrCache {
+                        key,
+                        from,
+                        to,
+                        decided: r.0,
+                        line: r.1,
+                        pid: r.2,
+                    });
                 }
+                r
             }
-            _ => decided,
         };
         let Some(flow) = self.flows.get_mut(flow_idx) else {
             self.account_line(line, pid, ts, len, decided == Direction::Outbound);
@@ -920,7 +933,7 @@ impl Aggregator {
         self.account_line(line, pid, ts, len, out);
         if let Some(s) = self.states.as_mut() {
             s.packet(&Mark {
-                frame: self.frame,
+                frame,
                 ts_ns: ts,
                 len,
                 line,
@@ -934,6 +947,86 @@ impl Aggregator {
             });
         }
         (line, pid)
+    }
+
+    /// The direction, line and pid of a packet, from the process tag and the socket
+    /// table.
+    fn attribute_packet(
+        &mut self,
+        p: &Packet,
+        d: &Dissected,
+        flow_idx: usize,
+        key: AttrKey,
+        host_local: bool,
+        ts: u64,
+    ) -> (Direction, LineId, u32) {
+        self.socket_lookups += 1;
+        let decided = key.decided;
+        // Both ends on this host (loopback): the capture's flag says nothing about which
+        // end is the tagged process; its sockets do. Untagged packets go to the sender's
+        // socket.
+        let decided = if host_local {
+            match self.pid_end(p.pid, ts, d) {
+                Some(dir) => dir,
+                None if p.pid == 0 => Direction::Outbound,
+                None => decided,
+            }
+        } else {
+            decided
+        };
+        let prelim_out = match decided {
+            Direction::Outbound => true,
+            Direction::Inbound => false,
+            Direction::Unknown => key.src_is_a == key.local_is_a,
+        };
+        let (line, pid, sock_local_is_src) =
+            self.attribute(p, d, flow_idx, prelim_out, host_local, ts);
+        let decided = match (host_local, sock_local_is_src) {
+            (true, Some(local_is_src)) => {
+                if local_is_src {
+                    Direction::Outbound
+                } else {
+                    Direction::Inbound
+                }
+            }
+            _ => decided,
+        };
+        (decided, line, pid)
+    }
+
+    /// The times around `ts` between which the attribution of a packet of `pid` with
+    /// `d`'s ports cannot change: no socket on those ports starts or ends, no process
+    /// `pid` starts, attribution does not start.
+    fn attribution_window(&self, pid: u32, d: &Dissected, ts: u64) -> (u64, u64) {
+        let (mut from, mut to) = (0u64, u64::MAX);
+        let mut edge = |t: u64| {
+            if t <= ts {
+                from = from.max(t);
+            } else {
+                to = to.min(t);
+            }
+        };
+        if self.attribution_start_ns != u64::MAX {
+            edge(self.attribution_start_ns);
+        }
+        if let Some(v) = self.pid_lines.get(&pid) {
+            for &(start, _) in v {
+                edge(start);
+            }
+        }
+        if d.has_ports() {
+            for port in [d.src_port, d.dst_port] {
+                for s in self.sockets.get(&(d.protocol, port)).into_iter().flatten() {
+                    if s.first_ns != 0 {
+                        edge(s.first_ns);
+                    }
+                    if s.last_ns != 0 {
+                        edge(s.last_ns.saturating_add(1));
+                    }
+                }
+            }
+        }
+        (from, to)
     }
 
     /// Which end of a packet the tagged process `pid` is, from its application's sockets.
@@ -987,7 +1080,6 @@ impl Aggregator {
         d: &Dissected,
         flow_idx: usize,
         out: bool,
-        src_is_a: bool,
         host_local: bool,
         ts: u64,
     ) -> (LineId, u32, Option<bool>) {
@@ -1004,14 +1096,6 @@ impl Aggregator {
         }
         if !self.has_process_info {
             return (self.unattributed_line(Reason::NoProcessInfo), 0, None);
-        }
-        if let Some(m) = self.flows.get(flow_idx).and_then(|f| f.sock_cache)
-            && (m.first_ns == 0 || m.first_ns <= ts)
-            && (m.last_ns == 0 || ts <= m.last_ns)
-            // On loopback each end has its own socket: reuse only for the same end.
-            && (!host_local || m.local_is_a == src_is_a)
-        {
-            return (m.line, m.pid, Some(m.local_is_a == src_is_a));
         }
         if d.has_ports() {
             // The local end: known from the direction, else both ends are tried.
@@ -1034,13 +1118,8 @@ impl Aggregator {
                 {
                     break;
                 }
-                if let Some(mut m) = self.match_socket(d.protocol, local, remote, ts) {
-                    let local_is_src = local == src;
-                    m.local_is_a = local_is_src == src_is_a;
-                    if let Some(f) = self.flows.get_mut(flow_idx) {
-                        f.sock_cache = Some(m);
-                    }
-                    return (m.line, m.pid, Some(local_is_src));
+                if let Some(m) = self.match_socket(d.protocol, local, remote, ts) {
+                    return (m.line, m.pid, Some(local == src));
                 }
             }
         }
@@ -1081,11 +1160,8 @@ impl Aggregator {
             }
         }
         best.map(|(_, s)| SockMatch {
-            first_ns: s.first_ns,
-            last_ns: s.last_ns,
             line: s.line,
             pid: s.pid,
-            local_is_a: true,
         })
     }
 
@@ -1124,11 +1200,13 @@ impl Aggregator {
                     bytes: [0; 2],
                     first_ns: ts,
                     last_ns: ts,
+                    first_frame: u64::MAX,
                     service: None,
                     names: Vec::new(),
                     inspected: 0,
                     accounts: Vec::new(),
-                    sock_cache: None,
+                    carried: None,
+                    attr_cache: Vec::new(),
                 });
                 self.flow_index.insert(key, i);
                 i
@@ -1147,7 +1225,28 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dissect;
     use crate::model::{Provenance, SocketRecord};
+
+    /// One unfragmented frame through the aggregator, as the report's subscriber gives it.
+    trait Feed {
+        fn packet(&mut self, p: &Packet) -> (LineId, u32);
+    }
+    impl Feed for Aggregator {
+        fn packet(&mut self, p: &Packet) -> (LineId, u32) {
+            let d = dissect::dissect(dissect::linktype::ETHERNET, p.data);
+            assert_eq!(
+                d.fragment,
+                dissect::Fragment::Whole,
+                "fragments go through the driver"
+            );
+            if d.is_ip() {
+                self.whole(1, p, &d)
+            } else {
+                self.non_ip(p)
+            }
+        }
+    }
 
     fn tcp_frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Vec<u8> {
         let mut f = vec![0u8; 12];
@@ -1242,7 +1341,6 @@ mod tests {
             ),
         ]);
         let mut agg = Aggregator::new(meta);
-        agg.interface(dissect::linktype::ETHERNET);
         let out = tcp_frame([10, 0, 0, 1], 40000, [192, 0, 2, 9], 443);
         let back = tcp_frame([192, 0, 2, 9], 443, [10, 0, 0, 1], 40000);
         // Tagged by the kernel: pid 100.
@@ -1308,14 +1406,8 @@ mod tests {
 
     #[test]
     fn fragments_count_to_their_datagram_whatever_arrives_first() {
-        let mut meta = Metadata::default();
-        meta.add_apps(vec![app(
-            "curl",
-            &[100],
-            vec![socket("10.0.0.1", 40000, "192.0.2.9", 443, 2000, 5000, 100)],
-        )]);
-        let mut agg = Aggregator::new(meta);
-        agg.interface(dissect::linktype::ETHERNET);
+        use crate::model::InterfaceInfo;
+        use crate::pcapng::{SectionInfo, Writer};
         let mut tcp = Vec::new();
         tcp.extend(40000u16.to_be_bytes());
         tcp.extend(443u16.to_be_bytes());
@@ -1325,28 +1417,8 @@ mod tests {
         let later2 = tcp_fragment(48, false, &[b'c'; 10]);
         let later1 = tcp_fragment(24, true, &[b'b'; 24]);
         let first = tcp_fragment(0, true, &tcp);
-        let held = agg.packet(&packet(&later2, 2500, 0, Direction::Outbound));
-        assert_eq!(held, (LINE_PENDING, 0), "not known until the datagram is");
-        agg.packet(&packet(&later1, 2501, 0, Direction::Outbound));
-        assert_eq!(agg.totals.packets(), 0, "held fragments wait");
-        let (line, pid) = agg.packet(&packet(&first, 2502, 0, Direction::Outbound));
-        assert_eq!(pid, 100);
-        assert!(matches!(&agg.lines[line as usize].kind, LineKind::App(a) if a.name == "curl"));
-        let curl = line_of(&agg, "curl");
-        assert_eq!(
-            curl.packets_out, 3,
-            "every fragment to the socket's application"
-        );
-        assert_eq!(agg.flows.len(), 1, "one flow, with ports: no portless flow");
-        assert_eq!(
-            agg.flows[0].key.src_port.max(agg.flows[0].key.dst_port),
-            40000
-        );
-        assert_eq!(agg.defrag_stats().datagrams_reassembled, 1);
-        // A datagram that never completes: counted at the end, later fragments joining
-        // their first fragment's flow.
-        let lone_first = tcp_fragment(0, true, &tcp);
-        let mut lone_first = lone_first;
+        // A datagram that never completes: counted at the end.
+        let mut lone_first = tcp_fragment(0, true, &tcp);
         lone_first[18..20].copy_from_slice(&[0x43, 0x21]); // another IP id
         let sum_at = 14 + 10;
         lone_first[sum_at..sum_at + 2].copy_from_slice(&[0, 0]);
@@ -1358,12 +1430,101 @@ mod tests {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         lone_first[sum_at..sum_at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        agg.packet(&packet(&lone_first, 2600, 0, Direction::Outbound));
-        assert_eq!(agg.totals.packets(), 3);
-        agg.finish();
-        assert_eq!(agg.totals.packets(), 4);
+        let mut w = Writer::new(Vec::new(), &SectionInfo::default()).unwrap();
+        w.add_interface(&InterfaceInfo {
+            name: "eth0".into(),
+            linktype: dissect::linktype::ETHERNET,
+            snaplen: 65535,
+            filter: None,
+        })
+        .unwrap();
+        for (f, ts) in [
+            (&later2, 2500),
+            (&later1, 2501),
+            (&first, 2502),
+            (&lone_first, 2600),
+        ] {
+            w.write_packet(&packet(f, ts, 0, Direction::Outbound))
+                .unwrap();
+        }
+        w.write_app_records(
+            &[app(
+                "curl",
+                &[100],
+                vec![socket("10.0.0.1", 40000, "192.0.2.9", 443, 2000, 5000, 100)],
+            )],
+            true,
+        )
+        .unwrap();
+        let file = w.into_inner().unwrap();
+        let mut seen = Vec::new();
+        let mut c = crate::report::collect::Collector::new(false)
+            .with_hook(Box::new(|frame, line, pid| seen.push((frame, line, pid))));
+        let summary = crate::analysis::analyze_bytes(
+            &file,
+            &crate::analysis::AnalysisConfig::default(),
+            &mut c,
+        )
+        .unwrap();
+        let (agg, _) = c.finish();
+        let curl_line = agg
+            .lines
+            .iter()
+            .position(|l| matches!(&l.kind, LineKind::App(a) if a.name == "curl"))
+            .unwrap() as LineId;
+        // Break: counting a fragment when it arrives (its own headers) sends the two
+        // later fragments to a portless flow, not to curl's socket.
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=4).map(|f| (f, curl_line, 100)).collect::<Vec<_>>(),
+            "every fragment once, to the socket's application"
+        );
         assert_eq!(line_of(&agg, "curl").packets_out, 4);
-        assert_eq!(agg.defrag_stats().discarded.incomplete, 1);
+        assert_eq!(agg.totals.packets(), 4);
+        assert_eq!(agg.flows.len(), 1, "one flow, with ports: no portless flow");
+        assert_eq!(
+            agg.flows[0].key.src_port.max(agg.flows[0].key.dst_port),
+            40000
+        );
+        assert_eq!(summary.defrag.datagrams_reassembled, 1);
+        assert_eq!(summary.defrag.discarded.incomplete, 1);
+    }
+
+    #[test]
+    fn a_flow_looks_up_the_socket_table_once_per_window() {
+        let mut meta = Metadata::default();
+        meta.add_apps(vec![app(
+            "curl",
+            &[100],
+            vec![
+                socket("10.0.0.1", 40000, "192.0.2.9", 443, 2000, 5000, 100),
+                socket("10.0.0.1", 40000, "192.0.2.9", 443, 6000, 9000, 101),
+            ],
+        )]);
+        let mut agg = Aggregator::new(meta);
+        let out = tcp_frame([10, 0, 0, 1], 40000, [192, 0, 2, 9], 443);
+        for ts in 2000..2100 {
+            agg.packet(&packet(&out, ts, 0, Direction::Outbound));
+        }
+        // Break: without the per-flow cache every packet looks the socket table up. Twice:
+        // the first packet makes the flow's local end known, which is part of the key.
+        assert_eq!(agg.socket_lookups, 2);
+        // Between the sockets, and in the second one: the answer changes, so it is looked
+        // up again, and the second socket's pid gets the packets.
+        agg.packet(&packet(&out, 5500, 0, Direction::Outbound));
+        for ts in 7000..7010 {
+            agg.packet(&packet(&out, ts, 0, Direction::Outbound));
+        }
+        assert_eq!(agg.socket_lookups, 4);
+        let line = agg
+            .lines
+            .iter()
+            .find(|l| matches!(&l.kind, LineKind::App(a) if a.name == "curl"))
+            .unwrap();
+        assert_eq!(line.processes[&100].packets(), 100);
+        assert_eq!(line.processes[&101].packets(), 10);
+        assert_eq!(unattributed(&agg, Reason::NoSocket), 1);
     }
 
     #[test]
@@ -1383,7 +1544,6 @@ mod tests {
             ),
         ]);
         let mut agg = Aggregator::new(meta);
-        agg.interface(dissect::linktype::ETHERNET);
         let req = tcp_frame(lo, 40000, lo, 8000);
         let resp = tcp_frame(lo, 8000, lo, 40000);
         // The loopback capture calls everything inbound; each packet is tagged with its
@@ -1416,7 +1576,6 @@ mod tests {
     #[test]
     fn unknown_pid_becomes_its_own_application() {
         let mut agg = Aggregator::new(Metadata::default());
-        agg.interface(dissect::linktype::ETHERNET);
         let f = tcp_frame([10, 0, 0, 1], 1, [10, 0, 0, 2], 2);
         agg.packet(&packet(&f, 1, 4242, Direction::Outbound));
         assert_eq!(line_of(&agg, "pid 4242").packets_out, 1);

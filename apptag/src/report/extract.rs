@@ -6,6 +6,7 @@ use std::{io::BufWriter, path::Path};
 use rustc_hash::FxHashSet;
 
 use crate::{
+    analysis::AnalysisConfig,
     model::{AppRecord, Packet},
     pcapng::{SectionInfo, Writer},
 };
@@ -13,6 +14,7 @@ use crate::{
 use super::{
     Problem, RELEASE_EVERY, ReportError,
     aggregate::{Aggregator, LineId, LineKind},
+    collect::Collector,
     collect_metadata,
     source::{Capture, Format, Record, Records},
 };
@@ -72,7 +74,7 @@ pub fn extract(input: &Path, output: &Path, sel: &Selector) -> Result<ExtractSta
     }
     let processes = meta.processes.clone();
     let apps: Vec<AppRecord> = meta.table.apps().to_vec();
-    let mut agg = Aggregator::new(meta);
+    let agg = Aggregator::new(meta);
 
     // Which report lines and pids the selector stands for.
     let mut lines: FxHashSet<LineId> = FxHashSet::default();
@@ -125,6 +127,41 @@ pub fn extract(input: &Path, output: &Path, sel: &Selector) -> Result<ExtractSta
         }
     }
 
+    drop(agg);
+    // First pass: the report's attribution of every frame (through the analysis driver,
+    // so fragments go with their datagrams), kept as one bit per frame.
+    let mut selected: Vec<u64> = Vec::new();
+    {
+        let hit = |line: LineId, pid: u32| {
+            if by_pid {
+                pid != 0 && pids.contains(&pid)
+                    || matches!(sel, Selector::Cgroup(_)) && lines.contains(&line)
+            } else {
+                lines.contains(&line)
+            }
+        };
+        let mut c = Collector::new(false).with_hook(Box::new(|frame, line, pid| {
+            if frame == 0 || !hit(line, pid) {
+                return;
+            }
+            let i = (frame - 1) as usize;
+            if selected.len() <= i / 64 {
+                selected.resize(i / 64 + 1, 0);
+            }
+            selected[i / 64] |= 1 << (i % 64);
+        }));
+        crate::analysis::analyze_bytes(data, &AnalysisConfig::default(), &mut c).map_err(|e| {
+            match e {
+                crate::analysis::AnalysisError::Read(e) => e,
+            }
+        })?;
+    }
+    let is_selected = |frame: u64| {
+        frame > 0
+            && selected
+                .get((frame as usize - 1) / 64)
+                .is_some_and(|w| w >> ((frame - 1) % 64) & 1 == 1)
+    };
     // Packets of other users: as private as the capture they come from.
     let file =
         crate::sys::create_private(output, crate::sys::PRIVATE_FILE_MODE).map_err(|source| {
@@ -149,23 +186,14 @@ pub fn extract(input: &Path, output: &Path, sel: &Selector) -> Result<ExtractSta
     while let Some(rec) = records.next_record() {
         match rec {
             Ok(Record::Interface(i)) => {
-                agg.interface(i.linktype);
                 iface_map.push(w.add_interface(&i).map_err(&err)?);
             }
             Ok(Record::Section) => {
-                agg.new_section();
                 iface_map.clear();
             }
             Ok(Record::Packet(p)) => {
                 stats.packets_read += 1;
-                let (line, pid) = agg.packet(&p);
-                let hit = if by_pid {
-                    pid != 0 && pids.contains(&pid)
-                        || matches!(sel, Selector::Cgroup(_)) && lines.contains(&line)
-                } else {
-                    lines.contains(&line)
-                };
-                if hit {
+                if is_selected(stats.packets_read) {
                     let Some(&interface) = iface_map.get(p.interface as usize) else {
                         continue;
                     };

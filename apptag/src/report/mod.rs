@@ -1,10 +1,14 @@
 //! The application view of a capture: who used the network, how much, with whom and when.
 //!
-//! [`analyze`] streams a pcap or pcapng file (memory-mapped) through [`dissect`] and
-//! [`aggregate`] into a [`Report`]; [`table`] prints it, [`plot`] draws it, [`html`] makes
-//! it one self-contained page with the state-vs-time view of [`timeline`], and [`extract`]
-//! writes one application's packets to a new file.
+//! [`analyze`] runs the analysis driver ([`crate::analysis::analyze_file`]: read, dissect,
+//! defragment, reassemble, parse) over a pcap or pcapng file with [`collect::Collector`] as
+//! its subscriber, which [`aggregate`]s every frame and gathers what the streams
+//! [`carried`]; the result is a [`Report`]; [`table`] prints it, [`plot`] draws it, [`html`]
+//! makes it one self-contained page with the state-vs-time view of [`timeline`], and
+//! [`extract`] writes one application's packets to a new file.
 pub mod aggregate;
+pub mod carried;
+pub mod collect;
 pub mod extract;
 pub mod html;
 pub mod payload;
@@ -19,8 +23,10 @@ use std::path::Path;
 
 pub use summary::{Application, Conversation, Problem, Report, Totals};
 
-use aggregate::{Aggregator, Metadata};
-use source::{Capture, Format, Record, Records};
+use aggregate::Metadata;
+use source::{Format, Record, Records};
+
+use crate::analysis::{AnalysisConfig, AnalysisError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -96,97 +102,125 @@ pub struct Options {
 /// the call: what was read before it is reported, with the damage in [`Report::problems`].
 /// Only a file that cannot be opened or is not a capture at all is an error.
 pub fn analyze(path: &Path, opts: Options) -> Result<Report, ReportError> {
-    let capture = Capture::open(path)?;
-    run(
-        capture.data(),
-        &path.display().to_string(),
-        opts,
-        None,
-        |off| capture.release_before(off),
-    )
+    analyze_with(path, opts, &AnalysisConfig::default())
 }
 
-/// [`analyze`], also gathering the state-vs-time view into [`Report::states`].
-/// `credential_frames`: the frames that carried credentials (from
+/// [`analyze`] with the analysis driver's configuration (defragmentation, reassembly).
+pub fn analyze_with(
+    path: &Path,
+    opts: Options,
+    cfg: &AnalysisConfig,
+) -> Result<Report, ReportError> {
+    let mut c = collect::Collector::new(true);
+    let summary = crate::analysis::analyze_file(path, cfg, &mut c, None).map_err(unwrap)?;
+    Ok(finish(c, summary, path.display().to_string(), opts))
+}
+
+/// [`analyze`], also gathering the state-vs-time view into [`Report::states`], on one
+/// worker. `credential_frames`: the frames that carried credentials (from
 /// [`crate::analysis::creds`]), one entry per credential, marked in their cells.
 pub fn analyze_with_states(
     path: &Path,
     opts: Options,
     credential_frames: &[u64],
 ) -> Result<Report, ReportError> {
-    let capture = Capture::open(path)?;
-    let states = timeline::StateRecorder::new(credential_frames);
-    run(
-        capture.data(),
-        &path.display().to_string(),
-        opts,
-        Some(states),
-        |off| capture.release_before(off),
+    let mut c =
+        collect::Collector::new(true).with_states(timeline::StateRecorder::new(credential_frames));
+    let summary = crate::analysis::analyze_file(path, &AnalysisConfig::default(), &mut c, None)
+        .map_err(unwrap)?;
+    Ok(finish(c, summary, path.display().to_string(), opts))
+}
+
+/// [`analyze_with`] on `threads` workers (flows sharded by address pair, results merged
+/// so that the report is the one a single core makes).
+pub fn analyze_threads(
+    path: &Path,
+    opts: Options,
+    cfg: &AnalysisConfig,
+    threads: usize,
+) -> Result<Report, ReportError> {
+    if threads <= 1 {
+        return analyze_with(path, opts, cfg);
+    }
+    let r = crate::analysis::shard::analyze_file_sharded(
+        path,
+        cfg,
+        threads,
+        |_| collect::Collector::new(true),
+        collect::Collector::finish,
     )
+    .map_err(unwrap)?;
+    Ok(merged(r, path.display().to_string(), opts))
+}
+
+/// [`analyze_threads`] over a capture in memory.
+pub fn analyze_bytes_threads(
+    data: &[u8],
+    name: &str,
+    opts: Options,
+    threads: usize,
+) -> Result<Report, ReportError> {
+    if threads <= 1 {
+        return analyze_bytes(data, name, opts);
+    }
+    let r = crate::analysis::shard::analyze_bytes_sharded(
+        data,
+        &AnalysisConfig::default(),
+        threads,
+        |_| collect::Collector::new(true),
+        collect::Collector::finish,
+    )
+    .map_err(unwrap)?;
+    Ok(merged(r, name.to_string(), opts))
+}
+
+fn merged(
+    r: crate::analysis::shard::Sharded<(aggregate::Aggregator, Vec<Problem>)>,
+    name: String,
+    opts: Options,
+) -> Report {
+    let mut problems = Vec::new();
+    let mut parts = Vec::with_capacity(r.workers.len());
+    for (i, (agg, p)) in r.workers.into_iter().enumerate() {
+        if i == 0 {
+            problems = p;
+        }
+        parts.push(agg);
+    }
+    let mut agg = aggregate::Aggregator::merge(parts);
+    agg.defrag = r.summary.defrag;
+    let format = r.summary.format.unwrap_or(Format::Pcap);
+    Report::build(agg, name, format, problems, opts.flows)
 }
 
 /// [`analyze`] over a capture already in memory.
 pub fn analyze_bytes(data: &[u8], name: &str, opts: Options) -> Result<Report, ReportError> {
-    run(data, name, opts, None, |_| {})
+    let mut c = collect::Collector::new(true);
+    let summary =
+        crate::analysis::analyze_bytes(data, &AnalysisConfig::default(), &mut c).map_err(unwrap)?;
+    Ok(finish(c, summary, name.to_string(), opts))
+}
+
+fn unwrap(e: AnalysisError) -> ReportError {
+    match e {
+        AnalysisError::Read(e) => e,
+    }
+}
+
+fn finish(
+    c: collect::Collector<'_>,
+    summary: crate::analysis::Summary,
+    name: String,
+    opts: Options,
+) -> Report {
+    let (mut agg, problems) = c.finish();
+    agg.defrag = summary.defrag;
+    let format = summary.format.unwrap_or(Format::Pcap);
+    Report::build(agg, name, format, problems, opts.flows)
 }
 
 /// How much is read between two calls of the page releaser.
 pub(crate) const RELEASE_EVERY: usize = 16 << 20;
-
-fn run(
-    data: &[u8],
-    name: &str,
-    opts: Options,
-    states: Option<timeline::StateRecorder>,
-    mut release: impl FnMut(usize),
-) -> Result<Report, ReportError> {
-    let mut records = Records::new(data)?;
-    let format = records.format();
-    // apptag writes its final application table at the end of the file, so with pcapng the
-    // metadata is gathered first; the walk skips packet bodies and is cheap on a mapped file.
-    let meta = if format == Format::Pcapng {
-        collect_metadata(Records::new(data)?, &mut release)
-    } else {
-        Metadata::default()
-    };
-    let mut agg = Aggregator::new(meta);
-    agg.states = states;
-    let mut problems = Vec::new();
-    let mut next_release = RELEASE_EVERY;
-    while let Some(rec) = records.next_record() {
-        match rec {
-            Ok(Record::Packet(p)) => {
-                let _ = agg.packet(&p);
-                if records.offset() >= next_release {
-                    release(records.offset());
-                    next_release = records.offset() + RELEASE_EVERY;
-                }
-            }
-            Ok(Record::Interface(i)) => agg.interface(i.linktype),
-            Ok(Record::Section) => agg.new_section(),
-            Ok(Record::InterfaceStats { interface, stats }) => {
-                agg.interface_stats(interface, stats)
-            }
-            Ok(_) => {}
-            // Structural damage ends the stream (the reader returns None next); a damaged
-            // block content is skipped and reading goes on.
-            Err(e) => {
-                log::warn!("{e}");
-                problems.push(Problem {
-                    offset: e.offset().unwrap_or(0),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok(Report::build(
-        agg,
-        name.to_string(),
-        format,
-        problems,
-        opts.flows,
-    ))
-}
 
 pub(crate) fn collect_metadata(mut records: Records, release: &mut impl FnMut(usize)) -> Metadata {
     let mut meta = Metadata::default();

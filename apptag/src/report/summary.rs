@@ -8,6 +8,7 @@ use crate::{analysis::defrag::DefragStats, model::proto, units::utc_time};
 
 use super::{
     aggregate::{Aggregator, Counters, LineId, LineKind, Series},
+    carried::{Carried, CarriedAcc},
     source::Format,
 };
 
@@ -111,6 +112,11 @@ pub struct Application {
     /// DNS query names, HTTP hosts and TLS server names seen.
     pub names: Vec<String>,
     pub processes: Vec<Process>,
+    /// What the application's streams carried, from the protocol parsers (HTTP hosts,
+    /// methods and status codes, TLS server names, DNS names asked, FTP files, SMTP
+    /// senders and recipients).
+    #[serde(skip_serializing_if = "Carried::is_empty")]
+    pub carried: Carried,
     #[serde(skip)]
     pub line: LineId,
 }
@@ -201,6 +207,7 @@ struct LineAcc {
     protocols: FxHashMap<String, (u64, u64, u64)>,
     names: Vec<String>,
     name_set: FxHashSet<String>,
+    carried: CarriedAcc,
 }
 
 impl Report {
@@ -213,7 +220,10 @@ impl Report {
     ) -> Self {
         // Fragments still waiting for their datagrams are counted now.
         agg.finish();
+        // Before the flows are sorted: the recorder knows them by index.
         let states = agg.states.take().map(|s| s.finish(&agg));
+        // Flows in the order of their first frames, however they were made.
+        agg.flows.sort_by_key(|f| f.first_frame);
         let mut acc: Vec<LineAcc> = (0..agg.lines.len()).map(|_| LineAcc::default()).collect();
         let mut conversations = Vec::new();
         for f in &agg.flows {
@@ -238,6 +248,9 @@ impl Report {
                     continue;
                 };
                 a.flows += u64::from(first_of_line);
+                if first_of_line && let Some(c) = &f.carried {
+                    a.carried.add(c);
+                }
                 let r = a.remotes.entry(remote).or_default();
                 r.0 += c.packets();
                 r.1 += c.bytes();
@@ -388,10 +401,18 @@ impl Report {
                 remotes,
                 names: a.names,
                 processes,
+                carried: a.carried.finish(),
                 line: i as LineId,
             });
         }
-        apps.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.name.cmp(&y.name)));
+        // A total order (unattributed lines share a name, not a reason), so the order the
+        // lines were made in (one core or several workers) does not show.
+        apps.sort_by(|x, y| {
+            y.bytes
+                .cmp(&x.bytes)
+                .then_with(|| x.name.cmp(&y.name))
+                .then_with(|| x.reason.cmp(&y.reason))
+        });
         let t = agg.totals;
         let totals = Totals {
             packets: t.packets(),

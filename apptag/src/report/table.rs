@@ -163,6 +163,33 @@ pub fn render(r: &Report) -> String {
             let names: Vec<&str> = a.names.iter().take(8).map(String::as_str).collect();
             let _ = writeln!(o, "    names: {}", names.join(", "));
         }
+        use super::carried::Kind;
+        for (kind, label) in [
+            (Kind::HttpHost, "http hosts"),
+            (Kind::HttpMethod, "http methods"),
+            (Kind::HttpStatus, "http status"),
+            (Kind::TlsServerName, "tls names"),
+            (Kind::DnsName, "dns asked"),
+            (Kind::FtpFile, "ftp files"),
+            (Kind::SmtpSender, "smtp from"),
+            (Kind::SmtpRecipient, "smtp to"),
+        ] {
+            let l = a.carried.list(kind);
+            if l.is_empty() {
+                continue;
+            }
+            let shown: Vec<String> = l
+                .iter()
+                .take(8)
+                .map(|v| format!("{} ({})", clip(&v.value, 60), v.count))
+                .collect();
+            let tail = if l.len() > 8 {
+                format!(", … {} more", l.len() - 8)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(o, "    {label}: {}{tail}", shown.join(", "));
+        }
     }
     if !r.conversations.is_empty() {
         let _ = writeln!(o);

@@ -18,6 +18,8 @@ struct Opts {
     size_bytes: u64,
     prefix_bytes: u64,
     keep: bool,
+    /// Only the all-cores figures (report and creds on 1 and 2 workers).
+    threads_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -25,6 +27,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         size_bytes: 2_200_000_000,
         prefix_bytes: 200_000_000,
         keep: false,
+        threads_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -38,7 +41,10 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--size-gb" => o.size_bytes = (val(a)? * 1e9) as u64,
             "--prefix-mb" => o.prefix_bytes = (val(a)? * 1e6) as u64,
             "--keep" => o.keep = true,
-            other => bail!("unknown argument {other}: use --size-gb N, --prefix-mb M, --keep"),
+            "--threads-only" => o.threads_only = true,
+            other => bail!(
+                "unknown argument {other}: use --size-gb N, --prefix-mb M, --keep, --threads-only"
+            ),
         }
     }
     Ok(o)
@@ -87,7 +93,27 @@ pub fn run(args: &[String]) -> Result<()> {
     std::io::copy(&mut File::open(&big)?, &mut std::io::sink())?;
     let apptag = util::apptag_bin().to_string_lossy().into_owned();
     let mut rows: Vec<(String, u64, u64, Measured)> = Vec::new();
-    for (file, packets) in [(&big, g.packets), (&prefix, g.prefix_packets)] {
+    // All cores: the same command on 1 and 2 workers; the outputs must be equal.
+    let big_s = big.to_string_lossy().into_owned();
+    let mut speedups = Vec::new();
+    for cmd in ["report", "creds"] {
+        let (m1, o1) = measure(&[&apptag, cmd, "--json", "-j", "1", &big_s])?;
+        let (m2, o2) = measure(&[&apptag, cmd, "--json", "-j", "2", &big_s])?;
+        if o1 != o2 {
+            bail!("apptag {cmd} --json printed different output on 1 and 2 workers");
+        }
+        speedups.push((cmd, m1.wall_s / m2.wall_s.max(0.001)));
+        let size = std::fs::metadata(&big)?.len();
+        rows.push((format!("apptag {cmd} --json -j 1"), size, g.packets, m1));
+        rows.push((format!("apptag {cmd} --json -j 2"), size, g.packets, m2));
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let files: &[(&PathBuf, u64)] = if opts.threads_only {
+        &[]
+    } else {
+        &[(&big, g.packets), (&prefix, g.prefix_packets)]
+    };
+    for &(file, packets) in files {
         let f = file.to_string_lossy().into_owned();
         let (m, out) = measure(&[&apptag, "streams", "--json", &f])?;
         let streams = number_after(&out, "\"tcp_streams\"").context("apptag's JSON")?;
@@ -116,6 +142,10 @@ pub fn run(args: &[String]) -> Result<()> {
         ));
     }
     let p = prefix.to_string_lossy().into_owned();
+    if opts.threads_only {
+        print_rows(args, rows, &speedups, &load);
+        return Ok(());
+    }
     let (m, _) = measure(&[
         "tshark",
         "-n",
@@ -148,6 +178,16 @@ pub fn run(args: &[String]) -> Result<()> {
         m,
     ));
     let _ = std::fs::remove_dir_all(&flows);
+    print_rows(args, rows, &speedups, &load);
+    Ok(())
+}
+
+fn print_rows(
+    args: &[String],
+    rows: Vec<(String, u64, u64, Measured)>,
+    speedups: &[(&str, f64)],
+    load: &str,
+) {
     println!();
     let shown: Vec<&str> = std::iter::once("cargo xtask bench analysis")
         .chain(args.iter().map(String::as_str))
@@ -170,7 +210,14 @@ pub fn run(args: &[String]) -> Result<()> {
             m.rss_kb as f64 / 1024.0
         );
     }
-    Ok(())
+    println!();
+    for (cmd, x) in speedups {
+        println!("apptag {cmd}: 2 workers against 1, wall time: {x:.2}x");
+    }
+    println!(
+        "load average after the 1- and 2-worker runs (/proc/loadavg): {}",
+        load.trim()
+    );
 }
 
 fn number_after(json: &str, key: &str) -> Option<u64> {
