@@ -57,6 +57,10 @@ pub struct ExportCounters {
     pub dropped: AtomicU64,
     /// Table updates the channel had no room for (later updates carry their totals).
     pub updates_dropped: AtomicU64,
+    /// Records handed to the targets (one per target), for [`ExportHandle::settle`].
+    made: AtomicU64,
+    /// Table updates sent to the exporter and not yet turned into records.
+    pending_updates: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -79,6 +83,27 @@ impl ExportCounters {
             dropped: g(&self.dropped),
             updates_dropped: g(&self.updates_dropped),
         }
+    }
+
+    /// Every table handed over is now records, and every record reached its target or was
+    /// dropped: none waits in memory or in the spool.
+    fn settled(&self) -> bool {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = self.snapshot();
+        g(&self.pending_updates) == 0
+            && c.replayed >= c.spooled
+            && (c.exported + c.spooled + c.dropped).saturating_sub(c.replayed) >= g(&self.made)
+    }
+}
+
+impl CountersSnapshot {
+    /// The counters as the capture file's statistics carry them (an ISB `opt_comment`, see
+    /// docs/FORMAT.md): `apptag-export: exported=N spooled=N replayed=N dropped-spool-full=N`.
+    pub fn isb_comment(&self) -> String {
+        format!(
+            "apptag-export: exported={} spooled={} replayed={} dropped-spool-full={}",
+            self.exported, self.spooled, self.replayed, self.dropped
+        )
     }
 }
 
@@ -127,7 +152,13 @@ impl ExportHandle {
         apps: &[AppRecord],
         procs: impl Iterator<Item = &'a ProcessInfo>,
     ) {
+        self.counters
+            .pending_updates
+            .fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(table(file, apps, procs, false)).is_err() {
+            self.counters
+                .pending_updates
+                .fetch_sub(1, Ordering::Relaxed);
             self.counters
                 .updates_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -142,11 +173,17 @@ impl ExportHandle {
         apps: &[AppRecord],
         procs: impl Iterator<Item = &'a ProcessInfo>,
     ) {
+        self.counters
+            .pending_updates
+            .fetch_add(1, Ordering::Relaxed);
         if self
             .tx
             .blocking_send(table(file, apps, procs, true))
             .is_err()
         {
+            self.counters
+                .pending_updates
+                .fetch_sub(1, Ordering::Relaxed);
             self.counters
                 .updates_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -154,6 +191,16 @@ impl ExportHandle {
     }
 
     pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// Waits (at most `timeout`) until everything handed over so far has reached its targets,
+    /// then returns the counters. For the end of a capture, when nothing else waits.
+    pub fn settle(&self, timeout: Duration) -> CountersSnapshot {
+        let until = Instant::now() + timeout;
+        while !self.counters.settled() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.counters.snapshot()
     }
 }
@@ -521,6 +568,17 @@ fn parquet_path(base: &Path, file: &str) -> PathBuf {
     base.with_file_name(format!("{stem}-{cap}.parquet"))
 }
 
+/// Marks one table update as handled when dropped (at the end of its loop turn).
+struct Done<'a>(&'a ExportCounters, bool);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.pending_updates.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<ExportCounters>) {
     let mut locals = Vec::new();
     let mut remotes = Vec::new();
@@ -568,9 +626,13 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
     while open {
         let mut recs = Vec::new();
         let mut finished_file = None;
+        // Set once this update's records are counted in `made`, so `settle` never sees a
+        // table that is neither pending nor made.
+        let mut done = Done(&counters, false);
         tokio::select! {
             u = rx.recv() => match u {
                 Some(Update::Table { file, apps, procs, end_of_file }) => {
+                    done.1 = true;
                     flows.table(&file, &apps, &procs, end_of_file, Instant::now(), &mut recs);
                     if end_of_file {
                         finished_file = Some(file);
@@ -600,6 +662,15 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
                 (Some(_), None) => Ok(0),
                 (None, _) => l.sender.send(&values).await.map(|_| values.len()),
             };
+            let made = match (&l.parquet, &finished_file) {
+                (Some(_), Some(file)) => recs
+                    .iter()
+                    .filter(|r| r.final_record && &r.file == file)
+                    .count(),
+                (Some(_), None) => 0,
+                (None, _) => values.len(),
+            };
+            counters.made.fetch_add(made as u64, Ordering::Relaxed);
             match r {
                 Ok(n) => {
                     counters.exported.fetch_add(n as u64, Ordering::Relaxed);
@@ -616,6 +687,9 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
             }
         }
         for tx in &remotes {
+            counters
+                .made
+                .fetch_add(values.len() as u64, Ordering::Relaxed);
             for chunk in values.chunks(cfg.batch_records.max(1)) {
                 let _ = tx.send(chunk.to_vec());
             }

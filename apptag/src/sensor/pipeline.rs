@@ -39,6 +39,9 @@ const QUEUE_BATCHES: usize = 16;
 /// How long the writer sleeps when no queue has anything (far below the merge delay).
 const IDLE_WAIT: Duration = Duration::from_millis(2);
 const BATCH_BYTES: usize = 256 << 10;
+/// How long the end of a capture waits for the exporter to deliver the last file's final
+/// records before that file's statistics take the export counters as they are.
+const EXPORT_SETTLE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -342,7 +345,8 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
             }
         }
         if status.due() {
-            status.update(&merge.summary, &merge.apps_top());
+            let export = cfg.export.as_ref().map(|x| x.counters());
+            status.update(&merge.summary, &merge.apps_top(), export.as_ref());
         }
     }
     for t in threads.threads {
@@ -455,6 +459,8 @@ struct Output {
     /// The current file has an application-record block.
     apps_written: bool,
     file_mode: u32,
+    /// The live exporter, whose counters go into each file's statistics.
+    export: Option<crate::export::ExportHandle>,
 }
 
 impl Output {
@@ -477,6 +483,7 @@ impl Output {
             finished: false,
             apps_written: false,
             file_mode: cfg.file_mode,
+            export: cfg.export.clone(),
         })
     }
 
@@ -528,9 +535,10 @@ impl Output {
         &mut self,
         apps: &[AppRecord],
         captures: &[Capture],
+        last: bool,
     ) -> Result<(), PipelineError> {
         self.write_final_table(apps)?;
-        self.write_stats(captures)
+        self.write_stats(captures, last)
     }
 
     fn write_final_table(&mut self, apps: &[AppRecord]) -> Result<(), PipelineError> {
@@ -540,7 +548,18 @@ impl Output {
     }
 
     /// One Interface Statistics Block per interface, counting since the file was opened.
-    fn write_stats(&mut self, captures: &[Capture]) -> Result<(), PipelineError> {
+    /// The first one also carries the export counters (since the start of the capture): a
+    /// snapshot when a rotated file closes, and for the `last` file, once the exporter has
+    /// delivered its final records (waiting at most `EXPORT_SETTLE`).
+    fn write_stats(&mut self, captures: &[Capture], last: bool) -> Result<(), PipelineError> {
+        let export = self.export.as_ref().map(|x| {
+            if last {
+                x.settle(EXPORT_SETTLE)
+            } else {
+                x.counters()
+            }
+            .isb_comment()
+        });
         let end_ns = crate::sys::now_ns();
         for (i, c) in captures.iter().enumerate() {
             let now = c.stats();
@@ -557,8 +576,9 @@ impl Output {
             if let Some(b) = self.stats_base.get_mut(i) {
                 *b = now;
             }
+            let comment = if i == 0 { export.as_deref() } else { None };
             self.writer
-                .write_interface_stats(i as u32, &s)
+                .write_interface_stats_with_comment(i as u32, &s, comment)
                 .map_err(|e| self.err(e))?;
         }
         self.writer.flush().map_err(|e| self.err(e))
@@ -566,7 +586,7 @@ impl Output {
 
     /// Closes the current file and opens the next. Returns false when -G/-W says stop.
     fn rotate(&mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<bool, PipelineError> {
-        self.finish_file(apps, captures)?;
+        self.finish_file(apps, captures, false)?;
         let next = self.seq + 1;
         if self.rotation.max_bytes.is_none() && self.rotation.max_files.is_some_and(|w| next >= w) {
             self.finished = true;
@@ -585,10 +605,10 @@ impl Output {
 
     fn close(mut self, apps: &[AppRecord], captures: &[Capture]) -> Result<(), PipelineError> {
         if !self.full() {
-            return self.finish_file(apps, captures);
+            return self.finish_file(apps, captures, true);
         }
         // The statistics first: they are small and say what the capture lost.
-        let stats = self.write_stats(captures).is_ok();
+        let stats = self.write_stats(captures, true).is_ok();
         let table = self.write_final_table(apps).is_ok();
         let kept = match (table, stats) {
             (true, true) => format!(

@@ -25,7 +25,13 @@ impl StatusLine {
         self.enabled && self.last.elapsed() >= Duration::from_millis(500)
     }
 
-    pub fn update(&mut self, s: &Summary, top: &[(String, u64)]) {
+    /// `export`: the live exporter's counters, shown when there is one.
+    pub fn update(
+        &mut self,
+        s: &Summary,
+        top: &[(String, u64)],
+        export: Option<&crate::export::CountersSnapshot>,
+    ) {
         if !self.due() {
             return;
         }
@@ -34,10 +40,16 @@ impl StatusLine {
             .iter()
             .map(|(n, b)| format!("{n} {}", human_bytes(*b)))
             .collect();
+        let export = export.map_or_else(String::new, |c| {
+            format!(
+                "  export {} (spooled {} replayed {} dropped {})",
+                c.exported, c.spooled, c.replayed, c.dropped
+            )
+        });
         let mut e = std::io::stderr().lock();
         let _ = write!(
             e,
-            "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%  top: {}",
+            "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%{export}  top: {}",
             s.written,
             human_bytes(s.bytes),
             s.kernel_dropped,
