@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{sensor::pipeline::Summary, units::human_bytes};
+use crate::{model::Summary, units::human_bytes};
 
 pub struct StatusLine {
     enabled: bool,

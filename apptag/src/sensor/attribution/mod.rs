@@ -5,6 +5,7 @@
 //! are found by a fallback thread that reads the kernel's socket tables (netlink sock_diag,
 //! or /proc/net in `procfs` mode) and joins them with /proc/PID/fd, off the packet path.
 pub mod flow;
+pub mod ledger;
 pub mod process;
 pub mod procfs;
 pub mod sockdiag;
