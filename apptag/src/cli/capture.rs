@@ -221,7 +221,7 @@ pub fn run(a: CaptureArgs) -> Result<()> {
     eprintln!(
         "{} written, {:.1}% of packets attributed to a process",
         apptag::units::human_bytes(s.bytes),
-        apptag::sensor::status::share(s.attributed, s.captured)
+        apptag::units::share(s.attributed, s.captured)
     );
     Ok(())
 }

@@ -5,7 +5,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{model::Summary, units::human_bytes};
+use crate::{
+    model::Summary,
+    units::{human_bytes, share},
+};
 
 pub struct StatusLine {
     enabled: bool,
@@ -69,13 +72,5 @@ impl StatusLine {
 impl Default for StatusLine {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-pub fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / whole as f64
     }
 }
