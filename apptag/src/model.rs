@@ -217,6 +217,10 @@ pub struct Summary {
     pub kernel_dropped: u64,
     /// Original bytes of the written packets.
     pub bytes: u64,
+    /// Sockets and processes evicted from the sensor's tables because a cap
+    /// (`--max-sockets`, `--max-processes`) was reached.
+    pub evicted_sockets: u64,
+    pub evicted_processes: u64,
 }
 
 #[cfg(test)]

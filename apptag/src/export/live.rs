@@ -112,8 +112,19 @@ enum Update {
         file: String,
         apps: Vec<AppRecord>,
         procs: Vec<ProcessInfo>,
-        end_of_file: bool,
+        kind: TableKind,
     },
+}
+
+/// What a table update says about its flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TableKind {
+    /// Totals so far of the file's flows.
+    Periodic,
+    /// These flows are over and left the sensor's memory: their records are final.
+    Retired,
+    /// The file ended: every flow of it is final.
+    EndOfFile,
 }
 
 /// The writer thread's side: cheap to clone, never blocks on the network.
@@ -133,13 +144,13 @@ fn table<'a>(
     file: &Path,
     apps: &[AppRecord],
     procs: impl Iterator<Item = &'a ProcessInfo>,
-    end_of_file: bool,
+    kind: TableKind,
 ) -> Update {
     Update::Table {
         file: file_label(file),
         apps: apps.to_vec(),
         procs: procs.cloned().collect(),
-        end_of_file,
+        kind,
     }
 }
 
@@ -155,7 +166,11 @@ impl ExportHandle {
         self.counters
             .pending_updates
             .fetch_add(1, Ordering::Relaxed);
-        if self.tx.try_send(table(file, apps, procs, false)).is_err() {
+        if self
+            .tx
+            .try_send(table(file, apps, procs, TableKind::Periodic))
+            .is_err()
+        {
             self.counters
                 .pending_updates
                 .fetch_sub(1, Ordering::Relaxed);
@@ -173,14 +188,26 @@ impl ExportHandle {
         apps: &[AppRecord],
         procs: impl Iterator<Item = &'a ProcessInfo>,
     ) {
+        self.must_send(table(file, apps, procs, TableKind::EndOfFile));
+    }
+
+    /// Sockets of capture file `file` that are over and left the sensor's memory (see
+    /// `Ledger::retire`): their records are final now, as at the end of the file. Waits
+    /// for room like [`Self::end_of_file`].
+    pub fn retired<'a>(
+        &self,
+        file: &Path,
+        apps: &[AppRecord],
+        procs: impl Iterator<Item = &'a ProcessInfo>,
+    ) {
+        self.must_send(table(file, apps, procs, TableKind::Retired));
+    }
+
+    fn must_send(&self, u: Update) {
         self.counters
             .pending_updates
             .fetch_add(1, Ordering::Relaxed);
-        if self
-            .tx
-            .blocking_send(table(file, apps, procs, true))
-            .is_err()
-        {
+        if self.tx.blocking_send(u).is_err() {
             self.counters
                 .pending_updates
                 .fetch_sub(1, Ordering::Relaxed);
@@ -276,16 +303,17 @@ impl Flows {
         file: &str,
         apps: &[AppRecord],
         procs: &[ProcessInfo],
-        end_of_file: bool,
+        kind: TableKind,
         now: Instant,
         out: &mut Vec<FlowRecord>,
     ) {
+        let end_of_file = kind != TableKind::Periodic;
         let procs: HashMap<u32, &ProcessInfo> = procs.iter().map(|p| (p.pid, p)).collect();
         for app in apps {
             for s in &app.sockets {
                 let mut rec = FlowRecord::new(&self.host, file, app, s, procs.get(&s.pid).copied());
                 let id = rec.flow_id();
-                let st = self.states.entry(id).or_insert_with(|| FlowState {
+                let st = self.states.entry(id.clone()).or_insert_with(|| FlowState {
                     file: file.to_string(),
                     sequence: 0,
                     last_sent: now,
@@ -297,12 +325,15 @@ impl Flows {
                     rec.final_record = true;
                     rec.made_ns = crate::sys::now_ns();
                     out.push(rec);
+                    if kind == TableKind::Retired {
+                        self.states.remove(&id);
+                    }
                 } else if st.sent_packets != Some(s.packets_in + s.packets_out) {
                     st.pending = Some(rec);
                 }
             }
         }
-        if end_of_file {
+        if kind == TableKind::EndOfFile {
             self.states.retain(|_, st| st.file != file);
         }
     }
@@ -557,6 +588,8 @@ async fn remote_task(mut r: Remote, mut rx: mpsc::UnboundedReceiver<Batch>) {
 struct Local {
     sender: Sender,
     parquet: Option<PathBuf>,
+    /// Final records of retired flows, per capture file, until its Parquet file is written.
+    retired: HashMap<String, Vec<Value>>,
 }
 
 fn parquet_path(base: &Path, file: &str) -> PathBuf {
@@ -612,6 +645,7 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
             locals.push(Local {
                 sender: Sender::new(t.clone()),
                 parquet,
+                retired: HashMap::new(),
             });
         }
     }
@@ -629,13 +663,16 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
         // Set once this update's records are counted in `made`, so `settle` never sees a
         // table that is neither pending nor made.
         let mut done = Done(&counters, false);
+        let mut retired_file = None;
         tokio::select! {
             u = rx.recv() => match u {
-                Some(Update::Table { file, apps, procs, end_of_file }) => {
+                Some(Update::Table { file, apps, procs, kind }) => {
                     done.1 = true;
-                    flows.table(&file, &apps, &procs, end_of_file, Instant::now(), &mut recs);
-                    if end_of_file {
-                        finished_file = Some(file);
+                    flows.table(&file, &apps, &procs, kind, Instant::now(), &mut recs);
+                    match kind {
+                        TableKind::EndOfFile => finished_file = Some(file),
+                        TableKind::Retired => retired_file = Some(file),
+                        TableKind::Periodic => {}
                     }
                 }
                 None => open = false,
@@ -648,14 +685,26 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
         }
         let values: Vec<Value> = recs.iter().map(FlowRecord::to_ecs).collect();
         for l in &mut locals {
+            if let (Some(_), Some(file)) = (&l.parquet, &retired_file) {
+                // Retired flows wait for their file's end, where its Parquet file is written.
+                l.retired
+                    .entry(file.clone())
+                    .or_default()
+                    .extend(recs.iter().map(FlowRecord::to_ecs));
+                counters
+                    .made
+                    .fetch_add(recs.len() as u64, Ordering::Relaxed);
+                continue;
+            }
             let r = match (&l.parquet, &finished_file) {
                 (Some(base), Some(file)) => {
                     // Only the final records of a file go to its Parquet file.
-                    let finals: Vec<Value> = recs
-                        .iter()
-                        .filter(|r| r.final_record && &r.file == file)
-                        .map(FlowRecord::to_ecs)
-                        .collect();
+                    let mut finals = l.retired.remove(file).unwrap_or_default();
+                    finals.extend(
+                        recs.iter()
+                            .filter(|r| r.final_record && &r.file == file)
+                            .map(FlowRecord::to_ecs),
+                    );
                     super::encode::write_parquet(&parquet_path(base, file), &finals)
                         .map(|_| finals.len())
                 }
@@ -663,6 +712,7 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
                 (None, _) => l.sender.send(&values).await.map(|_| values.len()),
             };
             let made = match (&l.parquet, &finished_file) {
+                // The retired ones were counted when they came.
                 (Some(_), Some(file)) => recs
                     .iter()
                     .filter(|r| r.final_record && &r.file == file)

@@ -299,6 +299,16 @@ impl<W: Write> Writer<W> {
         self.maybe_flush()
     }
 
+    /// Forgets what was written of these sockets and processes (they left the sensor's
+    /// memory; see `Ledger::retire`), so that a multi-day file's writer stays bounded. A
+    /// socket or process that shows up again is written again; readers merge the copies.
+    pub fn forget(&mut self, apps: &[AppRecord], procs: impl Iterator<Item = (u32, u64)>) {
+        self.tracker.forget(apps);
+        for p in procs {
+            self.processes.remove(&p);
+        }
+    }
+
     /// True if a process entry for (pid, start time) was written.
     pub fn knows_process(&self, pid: u32, start_ns: u64) -> bool {
         self.processes.contains_key(&(pid, start_ns))

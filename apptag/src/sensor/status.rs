@@ -49,10 +49,18 @@ impl StatusLine {
                 c.exported, c.spooled, c.replayed, c.dropped
             )
         });
+        let evicted = if s.evicted_sockets + s.evicted_processes > 0 {
+            format!(
+                "  evicted {} sockets {} processes",
+                s.evicted_sockets, s.evicted_processes
+            )
+        } else {
+            String::new()
+        };
         let mut e = std::io::stderr().lock();
         let _ = write!(
             e,
-            "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%{export}  top: {}",
+            "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%{export}{evicted}  top: {}",
             s.written,
             human_bytes(s.bytes),
             s.kernel_dropped,

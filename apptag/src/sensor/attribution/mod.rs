@@ -162,6 +162,8 @@ impl Attributor {
             self.last_gc = Instant::now();
             self.table.gc(crate::sys::now_ns(), 120_000_000_000);
         }
+        // After the events: a flood of new sockets is cut back before it is looked up.
+        self.table.enforce_limits();
         n
     }
 
@@ -194,6 +196,11 @@ impl Attributor {
 
     pub fn table(&self) -> &SocketTable {
         &self.table
+    }
+
+    /// Caps of the socket and process tables (`--max-sockets`, `--max-processes`).
+    pub fn set_limits(&mut self, limits: table::Limits) {
+        self.table.set_limits(limits);
     }
 
     pub fn table_mut(&mut self) -> &mut SocketTable {

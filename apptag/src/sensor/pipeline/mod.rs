@@ -32,6 +32,7 @@ pub use output::Rotation;
 use crate::{
     model::InterfaceInfo,
     pcapng::PcapngError,
+    sensor::attribution::table::Limits,
     sensor::attribution::{AttributionError, Attributor, Mode, ledger::Ledger},
     sensor::capture::{Capture, CaptureConfig, CaptureError, RingConfig},
     sensor::probes::ProbeConfig,
@@ -109,6 +110,9 @@ pub struct SensorConfig {
     /// Live flow-record export (`--export`): fed each periodic and final table, never
     /// waited on (see `export::live`).
     pub export: Option<crate::export::ExportHandle>,
+    /// Caps of the socket and process tables; the socket cap also bounds the sockets of
+    /// one file held between periodic blocks.
+    pub limits: Limits,
 }
 
 /// What the sensor keeps once started (see [`crate::privileges`]).
@@ -136,6 +140,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
         }
     }
     let mut attributor = start_attribution(cfg.attribution)?;
+    attributor.set_limits(cfg.limits);
     let mut captures = Vec::new();
     for (i, name) in cfg.interfaces.iter().enumerate() {
         let mut c = CaptureConfig::new(name);
@@ -161,7 +166,7 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
     let started = Instant::now();
     let mut merge = Merge {
         cgroups: CgroupFilter::default(),
-        ledger: Ledger::default(),
+        ledger: Ledger::new(cfg.limits.max_sockets),
         summary: Summary::default(),
         linktypes: infos.iter().map(|i| i.linktype).collect(),
         loopback,
@@ -225,6 +230,26 @@ pub fn run(cfg: &SensorConfig, stop: Arc<AtomicBool>) -> Result<Summary, Pipelin
             if let Some(x) = &cfg.export {
                 x.table(&out.path, &apps, merge.ledger.processes());
             }
+            // Every socket's record is in the file now: those that are over leave memory.
+            if out.apps_written {
+                let gone = merge.ledger.retire(attributor.table());
+                if !gone.is_empty() {
+                    let gone_apps = gone.apps();
+                    let ledger = &merge.ledger;
+                    out.writer.forget(
+                        &gone_apps,
+                        gone.processes()
+                            .filter(|p| !ledger.has_process(p))
+                            .map(|p| (p.pid, p.start_ns)),
+                    );
+                    if let Some(x) = &cfg.export {
+                        x.retired(&out.path, &gone_apps, gone.processes());
+                    }
+                }
+            }
+            let ev = attributor.table().evictions();
+            merge.summary.evicted_sockets = ev.sockets + merge.ledger.evicted();
+            merge.summary.evicted_processes = ev.processes;
         }
         if status.due() {
             let export = cfg.export.as_ref().map(|x| x.counters());
