@@ -206,6 +206,23 @@ pub struct InterfaceStats {
     pub filter_accepted: u64,
 }
 
+/// Totals of a live capture, shown in the status line and printed at the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    /// Packets the capture threads handed to the writer.
+    pub captured: u64,
+    /// Packets written (after --pid/--comm/--cgroup selection).
+    pub written: u64,
+    pub attributed: u64,
+    pub kernel_dropped: u64,
+    /// Original bytes of the written packets.
+    pub bytes: u64,
+    /// Sockets and processes evicted from the sensor's tables because a cap
+    /// (`--max-sockets`, `--max-processes`) was reached.
+    pub evicted_sockets: u64,
+    pub evicted_processes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

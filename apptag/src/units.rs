@@ -54,6 +54,24 @@ pub fn clock_time(ns: u64) -> String {
     format!("{h:02}:{mi:02}:{s:02}.{:03}", (ns / 1_000_000) % 1000)
 }
 
+/// ns since the Unix epoch as RFC 3339 in UTC with nanoseconds, as ECS dates are written.
+pub fn rfc3339(ns: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(ns / 1_000_000_000);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:09}Z",
+        ns % 1_000_000_000
+    )
+}
+
+/// `part` as a percentage of `whole` (0 when there is no whole).
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -280,8 +280,21 @@ fn apps_command_prints_json_with_names_and_pids() {
     let dir = TempDir::new("apps");
     let f = dir.path("apps.pcapng");
     write_sample(&f, 5);
-    let mut out = Vec::new();
-    pcapng::apps::print(&f, true, &mut out).expect("apps --json");
+    let apps_cmd = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_apptag"));
+        c.arg("apps").arg(&f);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().expect("run apptag apps");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let out = apps_cmd(true);
     let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
     let apps = v["apps"].as_array().expect("apps array");
     assert_eq!(apps.len(), 2);
@@ -289,9 +302,7 @@ fn apps_command_prints_json_with_names_and_pids() {
     assert_eq!(apps[0]["pids"], serde_json::json!([4242]));
     assert_eq!(apps[0]["sockets"].as_array().map(Vec::len), Some(3));
     assert_eq!(v["final_table"], true);
-    let mut table = Vec::new();
-    pcapng::apps::print(&f, false, &mut table).expect("apps table");
-    let table = String::from_utf8(table).expect("utf-8");
+    let table = String::from_utf8(apps_cmd(false)).expect("utf-8");
     assert!(table.contains("curl  pids 4242"), "{table}");
     assert!(table.contains("127.0.0.1:40001"), "{table}");
 }

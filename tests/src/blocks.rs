@@ -12,9 +12,11 @@ const SHB: u32 = 0x0A0D_0D0A;
 const IDB: u32 = 1;
 const SPB: u32 = 3;
 const EPB: u32 = 6;
+const ISB: u32 = 5;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
 const OPT_ENDOFOPT: u16 = 0;
+const OPT_COMMENT: u16 = 1;
 const IF_TSRESOL: u16 = 9;
 const EPB_FLAGS: u16 = 2;
 /// epb_processid_threadid: 32-bit process id then 32-bit thread id.
@@ -68,8 +70,11 @@ pub struct PcapngFile {
     pub sections: usize,
     /// Interfaces of every section, in order.
     pub interfaces: Vec<Vec<Iface>>,
-    /// Blocks of other types: (type, count).
+    /// Blocks of other types: (type, count). Interface Statistics Blocks are counted here
+    /// too, and their comments also kept in `isb_comments`.
     pub other_blocks: Vec<(u32, usize)>,
+    /// (section, interface, opt_comment) of every comment of an Interface Statistics Block.
+    pub isb_comments: Vec<(usize, u32, String)>,
 }
 
 impl PcapngFile {
@@ -252,6 +257,22 @@ pub fn parse(bytes: &[u8]) -> Result<PcapngFile, String> {
                     flags: None,
                     pid_tid: None,
                 });
+            }
+            ISB => {
+                let interface = o.u32(body, 0)?;
+                let section = f.sections.saturating_sub(1);
+                // interface id, then the 64-bit timestamp, then the options.
+                for (code, val) in options(o, body.get(12..).unwrap_or(&[]))? {
+                    if code == OPT_COMMENT {
+                        let text = String::from_utf8(val)
+                            .map_err(|_| format!("ISB comment at {at} is not UTF-8"))?;
+                        f.isb_comments.push((section, interface, text));
+                    }
+                }
+                match f.other_blocks.iter_mut().find(|(t, _)| *t == ISB) {
+                    Some((_, n)) => *n += 1,
+                    None => f.other_blocks.push((ISB, 1)),
+                }
             }
             other => match f.other_blocks.iter_mut().find(|(t, _)| *t == other) {
                 Some((_, n)) => *n += 1,

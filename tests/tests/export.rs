@@ -347,7 +347,16 @@ fn ndjson_matches_the_ecs_schema_and_the_reference_community_id() {
     let _g = serial();
     let pair = NetnsPair::new(73);
     let dir = TempDir::new("export-ndjson");
-    let files = capture(&pair, &dir, &[], 2);
+    let live = dir.file("live.ndjson");
+    let target = format!("file:{}", live.display());
+    let files = capture(&pair, &dir, &["--export", &target], 2);
+    // The file's statistics count what the live export wrote.
+    let lines = std::fs::read_to_string(&live)
+        .expect("read the live NDJSON")
+        .lines()
+        .count() as u64;
+    assert!(lines >= 3, "only {lines} live records");
+    assert_eq!(isb_export_counters(&files), [lines, 0, 0, 0]);
     let out = dir.file("flows.ndjson");
     export(&files, &["--ndjson", out.to_str().expect("UTF-8 path")]);
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ecs-flow.schema.json");
@@ -423,6 +432,37 @@ fn counter(stderr: &str, word: &str) -> u64 {
         .find(|w| w[1].trim_end_matches([',', ')']) == word)
         .and_then(|w| w[0].trim_start_matches('(').parse().ok())
         .unwrap_or_else(|| panic!("no `N {word}` in {line:?}"))
+}
+
+/// The export counters of the last file's statistics (its first ISB's `opt_comment`), read
+/// by the tests' own block reader: exported, spooled, replayed, dropped-spool-full.
+fn isb_export_counters(files: &[PathBuf]) -> [u64; 4] {
+    let last = files.last().expect("a capture file");
+    let f = apptag_integration_tests::blocks::read(last);
+    let comments: Vec<&str> = f
+        .isb_comments
+        .iter()
+        .filter(|c| c.1 == 0)
+        .map(|c| c.2.as_str())
+        .collect();
+    let [c] = comments.as_slice() else {
+        panic!("{}: want one ISB comment, got {comments:?}", last.display());
+    };
+    let rest = c
+        .strip_prefix("apptag-export: ")
+        .unwrap_or_else(|| panic!("not an export comment: {c:?}"));
+    let mut out = [0; 4];
+    for (slot, key) in out
+        .iter_mut()
+        .zip(["exported", "spooled", "replayed", "dropped-spool-full"])
+    {
+        *slot = rest
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}=N in {c:?}"));
+    }
+    out
 }
 
 #[test]
@@ -527,6 +567,20 @@ fn clickhouse_down_for_ten_seconds_loses_no_record() {
         holes(&ch),
         "0",
         "records lost during the outage (flows with missing sequences)"
+    );
+    // The capture file's statistics say the same, and the exported count is what arrived
+    // (each record once, whatever a timed-out insert left behind).
+    let [exported, isb_spooled, replayed, dropped] = isb_export_counters(&files);
+    let arrived = ch.query("SELECT uniqExact(flow_id, seq) FROM fleet.arrived");
+    assert_eq!(
+        exported.to_string(),
+        arrived.trim(),
+        "ISB exported vs ClickHouse"
+    );
+    assert_eq!(
+        (isb_spooled, replayed, dropped),
+        (spooled, spooled, 0),
+        "ISB counters vs the summary:\n{err}"
     );
     let left = std::fs::read_dir(&spool)
         .into_iter()

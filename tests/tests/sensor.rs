@@ -2216,3 +2216,102 @@ fn size_rotation_with_a_file_count_keeps_a_ring_of_valid_files() {
         assert!(assert_valid(&dir.file(name)) > 0, "{name} holds packets");
     }
 }
+
+/// Bounded memory (issue 14): with `--max-sockets 160`, 300 short-lived curl processes one
+/// after the other overflow the socket table, which evicts (and counts) the sockets closed
+/// longest ago; sockets the table forgot leave the file's ledger once written in a periodic
+/// block. `apptag apps` still lists every curl, with the packets of its socket as the file
+/// holds them (the tests' own block reader), and the summary reports the evictions.
+#[test]
+fn small_socket_cap_evicts_but_every_written_client_is_listed() {
+    require_root();
+    let _g = serial();
+    let pair = NetnsPair::new(21);
+    let dir = TempDir::new("evict");
+    let file = dir.file("evict.pcapng");
+    let _http = http_server(&pair, &dir);
+    let sensor = Sensor::start(
+        None,
+        &file,
+        &[
+            "-i",
+            &pair.host_if,
+            "--max-sockets",
+            "160",
+            "--app-interval",
+            "0.3",
+        ],
+    );
+    let url = format!("http://{}:{HTTP_PORT}/page.html", pair.ns_ip);
+    let mut curls: Vec<(u32, u16)> = Vec::new();
+    for _ in 0..300 {
+        let c = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "30",
+                "-w",
+                "%{local_port}",
+            ])
+            .arg(&url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn curl");
+        let pid = c.id();
+        let out = c.wait_with_output().expect("wait curl");
+        assert!(out.status.success(), "curl {pid} failed");
+        let port = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("curl printed its local port");
+        curls.push((pid, port));
+    }
+    settle();
+    let (st, err) = sensor.stop();
+    assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
+    let evicted: u64 = err
+        .lines()
+        .find(|l| l.contains("sockets and") && l.contains("evicted"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no eviction count in the summary:\n{err}"));
+    assert!(
+        evicted > 0,
+        "300 clients never overflowed 160 sockets:\n{err}"
+    );
+
+    assert_valid(&file);
+    let ours = read_ours(&file);
+    let apps = run_apptag(&["apps".as_ref(), file.as_os_str(), "--json".as_ref()]);
+    assert!(apps.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&apps.stdout).expect("apps JSON");
+    let mut wrong = Vec::new();
+    for &(pid, port) in &curls {
+        let in_file = ours
+            .packets
+            .iter()
+            .filter(|p| {
+                p.pid == pid
+                    && p.tuple.is_some_and(|t| {
+                        t.between(TCP, v4(pair.host_ip, port), v4(pair.ns_ip, HTTP_PORT))
+                    })
+            })
+            .count() as u64;
+        let listed: Vec<u64> = v["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["sockets"].as_array().into_iter().flatten())
+            .filter(|s| s["local_port"] == port && s["pid"] == pid)
+            .map(|s| s["packets_in"].as_u64().unwrap_or(0) + s["packets_out"].as_u64().unwrap_or(0))
+            .collect();
+        if in_file == 0 || listed != vec![in_file] {
+            wrong.push(format!(
+                "curl {pid} port {port}: {in_file} packets in the file, apps lists {listed:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

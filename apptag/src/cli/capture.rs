@@ -94,6 +94,15 @@ pub struct CaptureArgs {
     /// Megabytes the spool may hold per target; beyond, records are dropped and counted.
     #[arg(long, value_name = "MB", default_value_t = 256.0)]
     spool_max: f64,
+    /// Most sockets held in memory: by attribution (open ones and those closed in the last
+    /// two minutes) and per capture file between application blocks (closed sockets leave
+    /// once written). Beyond, the oldest are evicted and counted (status line, summary).
+    #[arg(long, value_name = "N", default_value_t = apptag::sensor::attribution::table::DEFAULT_MAX_SOCKETS)]
+    max_sockets: usize,
+    /// Most processes held in memory by attribution; beyond, those without a socket go
+    /// first, then the oldest, counted.
+    #[arg(long, value_name = "N", default_value_t = apptag::sensor::attribution::table::DEFAULT_MAX_PROCESSES)]
+    max_processes: usize,
     /// Capture filter in tcpdump (pcap-filter) syntax, after the options (a first word that
     /// is not a subcommand is refused as a mistyped subcommand).
     #[arg(trailing_var_arg = true, value_name = "FILTER")]
@@ -190,6 +199,10 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         },
         privileges,
         export: exporter.as_ref().and_then(|e| e.handle()),
+        limits: apptag::sensor::attribution::table::Limits {
+            max_sockets: a.max_sockets.max(16),
+            max_processes: a.max_processes.max(16),
+        },
     };
     let stop = stop_flag()?;
     let result = apptag::sensor::pipeline::run(&cfg, stop);
@@ -218,10 +231,16 @@ pub fn run(a: CaptureArgs) -> Result<()> {
         s.captured + s.kernel_dropped
     );
     eprintln!("{} packets dropped by kernel", s.kernel_dropped);
+    if s.evicted_sockets + s.evicted_processes > 0 {
+        eprintln!(
+            "{} sockets and {} processes evicted to stay within --max-sockets/--max-processes",
+            s.evicted_sockets, s.evicted_processes
+        );
+    }
     eprintln!(
         "{} written, {:.1}% of packets attributed to a process",
         apptag::units::human_bytes(s.bytes),
-        apptag::sensor::status::share(s.attributed, s.captured)
+        apptag::units::share(s.attributed, s.captured)
     );
     Ok(())
 }

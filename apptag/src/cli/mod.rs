@@ -2,6 +2,7 @@
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod apps;
 mod capture;
 mod creds;
 mod export;
@@ -135,10 +136,7 @@ pub fn run(cli: Cli) -> Result<()> {
             duration,
             attribution,
         }) => sockets::run(json, duration, attribution),
-        Some(Cmd::Apps { file, json }) => {
-            apptag::pcapng::apps::print(&file, json, &mut std::io::stdout().lock())?;
-            Ok(())
-        }
+        Some(Cmd::Apps { file, json }) => apps::print(&file, json, &mut std::io::stdout().lock()),
         Some(Cmd::Report(args)) => {
             let report = report_extract::run(&args)
                 .with_context(|| format!("reading {}", args.file.display()))?;

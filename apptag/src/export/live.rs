@@ -57,6 +57,10 @@ pub struct ExportCounters {
     pub dropped: AtomicU64,
     /// Table updates the channel had no room for (later updates carry their totals).
     pub updates_dropped: AtomicU64,
+    /// Records handed to the targets (one per target), for [`ExportHandle::settle`].
+    made: AtomicU64,
+    /// Table updates sent to the exporter and not yet turned into records.
+    pending_updates: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -80,6 +84,27 @@ impl ExportCounters {
             updates_dropped: g(&self.updates_dropped),
         }
     }
+
+    /// Every table handed over is now records, and every record reached its target or was
+    /// dropped: none waits in memory or in the spool.
+    fn settled(&self) -> bool {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = self.snapshot();
+        g(&self.pending_updates) == 0
+            && c.replayed >= c.spooled
+            && (c.exported + c.spooled + c.dropped).saturating_sub(c.replayed) >= g(&self.made)
+    }
+}
+
+impl CountersSnapshot {
+    /// The counters as the capture file's statistics carry them (an ISB `opt_comment`, see
+    /// docs/FORMAT.md): `apptag-export: exported=N spooled=N replayed=N dropped-spool-full=N`.
+    pub fn isb_comment(&self) -> String {
+        format!(
+            "apptag-export: exported={} spooled={} replayed={} dropped-spool-full={}",
+            self.exported, self.spooled, self.replayed, self.dropped
+        )
+    }
 }
 
 enum Update {
@@ -87,8 +112,19 @@ enum Update {
         file: String,
         apps: Vec<AppRecord>,
         procs: Vec<ProcessInfo>,
-        end_of_file: bool,
+        kind: TableKind,
     },
+}
+
+/// What a table update says about its flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TableKind {
+    /// Totals so far of the file's flows.
+    Periodic,
+    /// These flows are over and left the sensor's memory: their records are final.
+    Retired,
+    /// The file ended: every flow of it is final.
+    EndOfFile,
 }
 
 /// The writer thread's side: cheap to clone, never blocks on the network.
@@ -108,13 +144,13 @@ fn table<'a>(
     file: &Path,
     apps: &[AppRecord],
     procs: impl Iterator<Item = &'a ProcessInfo>,
-    end_of_file: bool,
+    kind: TableKind,
 ) -> Update {
     Update::Table {
         file: file_label(file),
         apps: apps.to_vec(),
         procs: procs.cloned().collect(),
-        end_of_file,
+        kind,
     }
 }
 
@@ -127,7 +163,17 @@ impl ExportHandle {
         apps: &[AppRecord],
         procs: impl Iterator<Item = &'a ProcessInfo>,
     ) {
-        if self.tx.try_send(table(file, apps, procs, false)).is_err() {
+        self.counters
+            .pending_updates
+            .fetch_add(1, Ordering::Relaxed);
+        if self
+            .tx
+            .try_send(table(file, apps, procs, TableKind::Periodic))
+            .is_err()
+        {
+            self.counters
+                .pending_updates
+                .fetch_sub(1, Ordering::Relaxed);
             self.counters
                 .updates_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -142,11 +188,29 @@ impl ExportHandle {
         apps: &[AppRecord],
         procs: impl Iterator<Item = &'a ProcessInfo>,
     ) {
-        if self
-            .tx
-            .blocking_send(table(file, apps, procs, true))
-            .is_err()
-        {
+        self.must_send(table(file, apps, procs, TableKind::EndOfFile));
+    }
+
+    /// Sockets of capture file `file` that are over and left the sensor's memory (see
+    /// `Ledger::retire`): their records are final now, as at the end of the file. Waits
+    /// for room like [`Self::end_of_file`].
+    pub fn retired<'a>(
+        &self,
+        file: &Path,
+        apps: &[AppRecord],
+        procs: impl Iterator<Item = &'a ProcessInfo>,
+    ) {
+        self.must_send(table(file, apps, procs, TableKind::Retired));
+    }
+
+    fn must_send(&self, u: Update) {
+        self.counters
+            .pending_updates
+            .fetch_add(1, Ordering::Relaxed);
+        if self.tx.blocking_send(u).is_err() {
+            self.counters
+                .pending_updates
+                .fetch_sub(1, Ordering::Relaxed);
             self.counters
                 .updates_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -154,6 +218,16 @@ impl ExportHandle {
     }
 
     pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// Waits (at most `timeout`) until everything handed over so far has reached its targets,
+    /// then returns the counters. For the end of a capture, when nothing else waits.
+    pub fn settle(&self, timeout: Duration) -> CountersSnapshot {
+        let until = Instant::now() + timeout;
+        while !self.counters.settled() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.counters.snapshot()
     }
 }
@@ -229,16 +303,17 @@ impl Flows {
         file: &str,
         apps: &[AppRecord],
         procs: &[ProcessInfo],
-        end_of_file: bool,
+        kind: TableKind,
         now: Instant,
         out: &mut Vec<FlowRecord>,
     ) {
+        let end_of_file = kind != TableKind::Periodic;
         let procs: HashMap<u32, &ProcessInfo> = procs.iter().map(|p| (p.pid, p)).collect();
         for app in apps {
             for s in &app.sockets {
                 let mut rec = FlowRecord::new(&self.host, file, app, s, procs.get(&s.pid).copied());
                 let id = rec.flow_id();
-                let st = self.states.entry(id).or_insert_with(|| FlowState {
+                let st = self.states.entry(id.clone()).or_insert_with(|| FlowState {
                     file: file.to_string(),
                     sequence: 0,
                     last_sent: now,
@@ -250,12 +325,15 @@ impl Flows {
                     rec.final_record = true;
                     rec.made_ns = crate::sys::now_ns();
                     out.push(rec);
+                    if kind == TableKind::Retired {
+                        self.states.remove(&id);
+                    }
                 } else if st.sent_packets != Some(s.packets_in + s.packets_out) {
                     st.pending = Some(rec);
                 }
             }
         }
-        if end_of_file {
+        if kind == TableKind::EndOfFile {
             self.states.retain(|_, st| st.file != file);
         }
     }
@@ -510,6 +588,8 @@ async fn remote_task(mut r: Remote, mut rx: mpsc::UnboundedReceiver<Batch>) {
 struct Local {
     sender: Sender,
     parquet: Option<PathBuf>,
+    /// Final records of retired flows, per capture file, until its Parquet file is written.
+    retired: HashMap<String, Vec<Value>>,
 }
 
 fn parquet_path(base: &Path, file: &str) -> PathBuf {
@@ -519,6 +599,17 @@ fn parquet_path(base: &Path, file: &str) -> PathBuf {
         .unwrap_or_default();
     let cap = file.strip_suffix(".pcapng").unwrap_or(file);
     base.with_file_name(format!("{stem}-{cap}.parquet"))
+}
+
+/// Marks one table update as handled when dropped (at the end of its loop turn).
+struct Done<'a>(&'a ExportCounters, bool);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.pending_updates.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<ExportCounters>) {
@@ -554,6 +645,7 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
             locals.push(Local {
                 sender: Sender::new(t.clone()),
                 parquet,
+                retired: HashMap::new(),
             });
         }
     }
@@ -568,12 +660,19 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
     while open {
         let mut recs = Vec::new();
         let mut finished_file = None;
+        // Set once this update's records are counted in `made`, so `settle` never sees a
+        // table that is neither pending nor made.
+        let mut done = Done(&counters, false);
+        let mut retired_file = None;
         tokio::select! {
             u = rx.recv() => match u {
-                Some(Update::Table { file, apps, procs, end_of_file }) => {
-                    flows.table(&file, &apps, &procs, end_of_file, Instant::now(), &mut recs);
-                    if end_of_file {
-                        finished_file = Some(file);
+                Some(Update::Table { file, apps, procs, kind }) => {
+                    done.1 = true;
+                    flows.table(&file, &apps, &procs, kind, Instant::now(), &mut recs);
+                    match kind {
+                        TableKind::EndOfFile => finished_file = Some(file),
+                        TableKind::Retired => retired_file = Some(file),
+                        TableKind::Periodic => {}
                     }
                 }
                 None => open = false,
@@ -586,20 +685,42 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
         }
         let values: Vec<Value> = recs.iter().map(FlowRecord::to_ecs).collect();
         for l in &mut locals {
+            if let (Some(_), Some(file)) = (&l.parquet, &retired_file) {
+                // Retired flows wait for their file's end, where its Parquet file is written.
+                l.retired
+                    .entry(file.clone())
+                    .or_default()
+                    .extend(recs.iter().map(FlowRecord::to_ecs));
+                counters
+                    .made
+                    .fetch_add(recs.len() as u64, Ordering::Relaxed);
+                continue;
+            }
             let r = match (&l.parquet, &finished_file) {
                 (Some(base), Some(file)) => {
                     // Only the final records of a file go to its Parquet file.
-                    let finals: Vec<Value> = recs
-                        .iter()
-                        .filter(|r| r.final_record && &r.file == file)
-                        .map(FlowRecord::to_ecs)
-                        .collect();
+                    let mut finals = l.retired.remove(file).unwrap_or_default();
+                    finals.extend(
+                        recs.iter()
+                            .filter(|r| r.final_record && &r.file == file)
+                            .map(FlowRecord::to_ecs),
+                    );
                     super::encode::write_parquet(&parquet_path(base, file), &finals)
                         .map(|_| finals.len())
                 }
                 (Some(_), None) => Ok(0),
                 (None, _) => l.sender.send(&values).await.map(|_| values.len()),
             };
+            let made = match (&l.parquet, &finished_file) {
+                // The retired ones were counted when they came.
+                (Some(_), Some(file)) => recs
+                    .iter()
+                    .filter(|r| r.final_record && &r.file == file)
+                    .count(),
+                (Some(_), None) => 0,
+                (None, _) => values.len(),
+            };
+            counters.made.fetch_add(made as u64, Ordering::Relaxed);
             match r {
                 Ok(n) => {
                     counters.exported.fetch_add(n as u64, Ordering::Relaxed);
@@ -616,6 +737,9 @@ async fn run(cfg: LiveConfig, mut rx: mpsc::Receiver<Update>, counters: Arc<Expo
             }
         }
         for tx in &remotes {
+            counters
+                .made
+                .fetch_add(values.len() as u64, Ordering::Relaxed);
             for chunk in values.chunks(cfg.batch_records.max(1)) {
                 let _ = tx.send(chunk.to_vec());
             }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use crate::model::{AppRecord, ProcessInfo, SocketRecord, proto};
+use crate::units::rfc3339;
 
 /// Which way the flow went, from this host's point of view (ECS `network.direction`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,15 +271,6 @@ pub fn command_line(args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// ns since the Unix epoch as RFC 3339 in UTC with nanoseconds, as ECS dates are written.
-pub fn rfc3339(ns: u64) -> String {
-    let (y, mo, d, h, mi, s) = crate::units::civil(ns / 1_000_000_000);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:09}Z",
-        ns % 1_000_000_000
-    )
 }
 
 /// Community ID v1 (the flow hash Zeek, Suricata, Arkime and Elastic share): SHA-1 over the

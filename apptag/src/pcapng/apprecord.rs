@@ -604,6 +604,21 @@ impl ChangeTracker {
         Self::default()
     }
 
+    /// Forgets these sockets (and an application once none of its sockets is left).
+    pub fn forget(&mut self, apps: &[AppRecord]) {
+        for app in apps {
+            let key = AppKey::of(app);
+            if let Some((_, socks)) = self.seen.get_mut(&key) {
+                for s in &app.sockets {
+                    socks.remove(&SockKey::of(s));
+                }
+                if socks.is_empty() {
+                    self.seen.remove(&key);
+                }
+            }
+        }
+    }
+
     /// The part of `table` that differs from what earlier calls returned.
     pub fn changes(&mut self, table: &[AppRecord]) -> Vec<AppRecord> {
         let mut out = Vec::new();

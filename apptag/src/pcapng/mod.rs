@@ -91,8 +91,6 @@ pub enum PcapngError {
          written); the space kept in reserve holds the final application table and statistics"
     )]
     DiskFull { kept: u64, lost: usize },
-    #[error("could not encode JSON: {0}")]
-    Json(#[from] serde_json::Error),
 }
 
 impl PcapngError {

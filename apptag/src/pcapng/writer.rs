@@ -39,6 +39,8 @@ mod opt {
     pub const ISB_FILTERACCEPT: u16 = 6;
     pub const ISB_OSDROP: u16 = 7;
     pub const ISB_USRDELIV: u16 = 8;
+    /// opt_comment, valid in every block.
+    pub const COMMENT: u16 = 1;
 }
 
 /// What the Section Header Block says about the writer.
@@ -297,6 +299,16 @@ impl<W: Write> Writer<W> {
         self.maybe_flush()
     }
 
+    /// Forgets what was written of these sockets and processes (they left the sensor's
+    /// memory; see `Ledger::retire`), so that a multi-day file's writer stays bounded. A
+    /// socket or process that shows up again is written again; readers merge the copies.
+    pub fn forget(&mut self, apps: &[AppRecord], procs: impl Iterator<Item = (u32, u64)>) {
+        self.tracker.forget(apps);
+        for p in procs {
+            self.processes.remove(&p);
+        }
+    }
+
     /// True if a process entry for (pid, start time) was written.
     pub fn knows_process(&self, pid: u32, start_ns: u64) -> bool {
         self.processes.contains_key(&(pid, start_ns))
@@ -392,6 +404,17 @@ impl<W: Write> Writer<W> {
         interface: u32,
         s: &InterfaceStats,
     ) -> Result<(), PcapngError> {
+        self.write_interface_stats_with_comment(interface, s, None)
+    }
+
+    /// As [`Self::write_interface_stats`], with an `opt_comment` (UTF-8) after the counters:
+    /// the sensor puts its export counters there, where Wireshark shows ISB comments.
+    pub fn write_interface_stats_with_comment(
+        &mut self,
+        interface: u32,
+        s: &InterfaceStats,
+        comment: Option<&str>,
+    ) -> Result<(), PcapngError> {
         if interface >= self.interfaces {
             return Err(PcapngError::UnknownInterface {
                 interface,
@@ -414,6 +437,9 @@ impl<W: Write> Writer<W> {
         b.option_u64(opt::ISB_FILTERACCEPT, s.filter_accepted);
         b.option_u64(opt::ISB_OSDROP, s.os_dropped);
         b.option_u64(opt::ISB_USRDELIV, s.delivered);
+        if let Some(c) = comment {
+            b.option(opt::COMMENT, c.as_bytes());
+        }
         b.end_of_options();
         b.finish();
         self.maybe_flush()

@@ -5,7 +5,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{sensor::pipeline::Summary, units::human_bytes};
+use crate::{
+    model::Summary,
+    units::{human_bytes, share},
+};
 
 pub struct StatusLine {
     enabled: bool,
@@ -25,7 +28,13 @@ impl StatusLine {
         self.enabled && self.last.elapsed() >= Duration::from_millis(500)
     }
 
-    pub fn update(&mut self, s: &Summary, top: &[(String, u64)]) {
+    /// `export`: the live exporter's counters, shown when there is one.
+    pub fn update(
+        &mut self,
+        s: &Summary,
+        top: &[(String, u64)],
+        export: Option<&crate::export::CountersSnapshot>,
+    ) {
         if !self.due() {
             return;
         }
@@ -34,10 +43,24 @@ impl StatusLine {
             .iter()
             .map(|(n, b)| format!("{n} {}", human_bytes(*b)))
             .collect();
+        let export = export.map_or_else(String::new, |c| {
+            format!(
+                "  export {} (spooled {} replayed {} dropped {})",
+                c.exported, c.spooled, c.replayed, c.dropped
+            )
+        });
+        let evicted = if s.evicted_sockets + s.evicted_processes > 0 {
+            format!(
+                "  evicted {} sockets {} processes",
+                s.evicted_sockets, s.evicted_processes
+            )
+        } else {
+            String::new()
+        };
         let mut e = std::io::stderr().lock();
         let _ = write!(
             e,
-            "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%  top: {}",
+            "\r\x1b[K{} pkts  {}  dropped {}  attributed {:.0}%{export}{evicted}  top: {}",
             s.written,
             human_bytes(s.bytes),
             s.kernel_dropped,
@@ -57,13 +80,5 @@ impl StatusLine {
 impl Default for StatusLine {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-pub fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / whole as f64
     }
 }

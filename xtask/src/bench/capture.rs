@@ -9,7 +9,9 @@
 //! `--apptag-cmd "TEMPLATE"` (the apptag command to compare; `{iface}`, `{file}` and `{secs}`
 //! are replaced; default `target/release/apptag -i {iface} -w {file} --duration {secs}` when
 //! that binary has `--duration`; repeatable, to compare builds or `-B` sizes in one run), `--no-cli` (skip it), `--no-write` (the ring reader
-//! counts packets instead of writing them).
+//! counts packets instead of writing them), `--udp-sink` (a UDP socket of this process is
+//! bound to the frames' destination, so that apptag attributes them and has flow records to
+//! export; it never reads, and the kernel drops what overflows its buffer after capture).
 use std::{
     fmt::Write as _,
     fs,
@@ -37,6 +39,7 @@ struct Opts {
     apptag_cmd: Vec<String>,
     no_cli: bool,
     no_write: bool,
+    udp_sink: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -48,6 +51,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         apptag_cmd: Vec::new(),
         no_cli: false,
         no_write: false,
+        udp_sink: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +83,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--apptag-cmd" => o.apptag_cmd.push(val()?.clone()),
             "--no-cli" => o.no_cli = true,
             "--no-write" => o.no_write = true,
+            "--udp-sink" => o.udp_sink = true,
             other => bail!("unknown option {other} (see xtask/src/bench/capture.rs)"),
         }
     }
@@ -306,6 +311,9 @@ fn finish(mut r: Running) -> Outcome {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|n| n.parse::<u64>().ok())
     };
+    if let Some(l) = text.lines().find(|l| l.contains("flow records exported")) {
+        eprintln!("{}: {l}", r.name);
+    }
     let mut captured = number_before("packets captured");
     if captured.is_none()
         && let Some(f) = &r.file
@@ -638,6 +646,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("apptag-bench-capture-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let n = Netns::new()?;
+    // Held until the end: bound is enough for the socket table to know it.
+    let _sink = if o.udp_sink {
+        let [a, b, c, d] = n.host_ip;
+        Some(
+            std::net::UdpSocket::bind((std::net::Ipv4Addr::new(a, b, c, d), 9))
+                .context("binding the UDP sink")?,
+        )
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for &frame in &o.frames {
         let rates = o.rates.clone().unwrap_or_else(|| default_rates(frame));

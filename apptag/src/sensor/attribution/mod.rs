@@ -5,6 +5,7 @@
 //! are found by a fallback thread that reads the kernel's socket tables (netlink sock_diag,
 //! or /proc/net in `procfs` mode) and joins them with /proc/PID/fd, off the packet path.
 pub mod flow;
+pub mod ledger;
 pub mod process;
 pub mod procfs;
 pub mod sockdiag;
@@ -161,6 +162,8 @@ impl Attributor {
             self.last_gc = Instant::now();
             self.table.gc(crate::sys::now_ns(), 120_000_000_000);
         }
+        // After the events: a flood of new sockets is cut back before it is looked up.
+        self.table.enforce_limits();
         n
     }
 
@@ -193,6 +196,11 @@ impl Attributor {
 
     pub fn table(&self) -> &SocketTable {
         &self.table
+    }
+
+    /// Caps of the socket and process tables (`--max-sockets`, `--max-processes`).
+    pub fn set_limits(&mut self, limits: table::Limits) {
+        self.table.set_limits(limits);
     }
 
     pub fn table_mut(&mut self) -> &mut SocketTable {

@@ -134,6 +134,39 @@ impl ProcessTable {
             .or_else(|| list.first())
     }
 
+    /// Number of processes held.
+    pub fn len(&self) -> usize {
+        self.by_pid.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    /// Forgets `n` processes: first those `live` says no socket names, then the others,
+    /// oldest start first. Returns how many went.
+    pub fn evict_oldest(&mut self, n: usize, live: impl Fn(ProcKey) -> bool) -> usize {
+        let mut order: Vec<(bool, u64, u32)> = Vec::with_capacity(self.len());
+        for (&pid, list) in &self.by_pid {
+            for p in list {
+                let key = ProcKey {
+                    pid,
+                    start_ns: p.start_ns,
+                };
+                order.push((live(key), p.start_ns, pid));
+            }
+        }
+        order.sort_unstable();
+        let gone: std::collections::HashSet<(u32, u64)> = order
+            .iter()
+            .take(n)
+            .map(|&(_, start, pid)| (pid, start))
+            .collect();
+        let before = self.len();
+        self.retain(|k| !gone.contains(&(k.pid, k.start_ns)));
+        before - self.len()
+    }
+
     /// Keeps only the processes `keep` says are still referenced.
     pub fn retain(&mut self, mut keep: impl FnMut(ProcKey) -> bool) {
         self.by_pid.retain(|&pid, list| {

@@ -36,6 +36,34 @@ const CLOSE_GRACE_NS: u64 = 5_000_000_000;
 const TUPLE_CLOSE_GRACE_NS: u64 = u64::MAX;
 /// At most this many successive users are remembered per socket.
 const MAX_OWNERS: usize = 16;
+/// Default cap of the socket table (`--max-sockets`): far above what a busy server keeps
+/// open plus two minutes of closed sockets, and a few hundred MB at most.
+pub const DEFAULT_MAX_SOCKETS: usize = 262_144;
+/// Default cap of the process table (`--max-processes`).
+pub const DEFAULT_MAX_PROCESSES: usize = 65_536;
+
+/// How many entries a table may hold, and how many it gave up to stay there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sockets: usize,
+    pub max_processes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            max_processes: DEFAULT_MAX_PROCESSES,
+        }
+    }
+}
+
+/// Entries evicted because a cap was reached (not the normal forgetting of closed sockets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evictions {
+    pub sockets: u64,
+    pub processes: u64,
+}
 
 /// A task that used a socket, from `since_ns` on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -141,6 +169,8 @@ pub struct SocketTable {
     clock: BootClock,
     /// Cookies that got their first owner since the last `take_newly_attributed`.
     fresh: Vec<u64>,
+    limits: Limits,
+    evictions: Evictions,
 }
 
 impl SocketTable {
@@ -157,7 +187,87 @@ impl SocketTable {
             procs: ProcessTable::with_prefetch(clock, prefetch),
             clock,
             fresh: Vec::new(),
+            limits: Limits::default(),
+            evictions: Evictions::default(),
         }
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    pub fn evictions(&self) -> Evictions {
+        self.evictions
+    }
+
+    pub fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.socks.is_empty()
+    }
+
+    /// Keeps the tables within their caps. Over the socket cap, in this order: sockets that
+    /// never showed an inet family (the send/recv tracepoints see every socket; no packet
+    /// is ever looked up in them), sockets closed more than `RECENT_NS` ago (closed longest
+    /// ago first), open sockets (created first first), and last the recently closed ones,
+    /// whose last packets may still wait in the merge window. Over the process cap,
+    /// processes no socket names go first, then the oldest. Evicts down to 7/8 of the cap,
+    /// so that the sort is paid once per many sockets, not once per new one.
+    pub fn enforce_limits(&mut self) {
+        // Five merge delays: the packets of a socket closed longer ago are all tagged.
+        const RECENT_NS: u64 = 500_000_000;
+        let max = self.limits.max_sockets.max(1);
+        if self.socks.len() > max {
+            let keep = max - max / 8;
+            let recent = crate::sys::now_ns().saturating_sub(RECENT_NS);
+            let mut order: Vec<(u8, u64, u64)> = self
+                .socks
+                .values()
+                .map(|s| match s.life.closed_ns {
+                    _ if s.family == 0 => (0, s.life.created_ns, s.cookie),
+                    Some(c) if c < recent => (1, c, s.cookie),
+                    None => (2, s.life.created_ns, s.cookie),
+                    Some(c) => (3, c, s.cookie),
+                })
+                .collect();
+            order.sort_unstable();
+            let n = self.socks.len() - keep;
+            let dead: Vec<u64> = order.iter().take(n).map(|e| e.2).collect();
+            self.evictions.sockets += dead.len() as u64;
+            self.remove(&dead);
+        }
+        let max = self.limits.max_processes.max(1);
+        if self.procs.len() > max {
+            let keep = max - max / 8;
+            let live = self.live_processes();
+            let n = self.procs.len() - keep;
+            self.evictions.processes += self.procs.evict_oldest(n, |k| live.contains(&k)) as u64;
+        }
+    }
+
+    fn live_processes(&self) -> std::collections::HashSet<ProcKey> {
+        self.socks
+            .values()
+            .flat_map(|s| s.owners.iter().map(|o| o.proc))
+            .collect()
+    }
+
+    /// Forgets these sockets and their index entries.
+    fn remove(&mut self, dead: &[u64]) {
+        for c in dead {
+            self.socks.remove(c);
+        }
+        let socks = &self.socks;
+        self.tuples.retain(|_, tl| {
+            tl.retain(|(_, c)| socks.contains_key(c));
+            !tl.is_empty()
+        });
+        self.locals.retain(|_, tl| {
+            tl.retain(|(_, c)| socks.contains_key(c));
+            !tl.is_empty()
+        });
     }
 
     pub fn processes(&self) -> &ProcessTable {
@@ -452,25 +562,10 @@ impl SocketTable {
         if dead.is_empty() {
             return 0;
         }
-        for c in &dead {
-            self.socks.remove(c);
-        }
-        let socks = &self.socks;
-        self.tuples.retain(|_, tl| {
-            tl.retain(|(_, c)| socks.contains_key(c));
-            !tl.is_empty()
-        });
-        self.locals.retain(|_, tl| {
-            tl.retain(|(_, c)| socks.contains_key(c));
-            !tl.is_empty()
-        });
+        self.remove(&dead);
         // Processes no remaining socket names are gone for good: the merge keeps its own
         // copy of every process it wrote.
-        let live: std::collections::HashSet<ProcKey> = self
-            .socks
-            .values()
-            .flat_map(|s| s.owners.iter().map(|o| o.proc))
-            .collect();
+        let live = self.live_processes();
         self.procs.retain(|k| live.contains(&k));
         dead.len()
     }
@@ -520,6 +615,75 @@ mod tests {
             dst_port: ts_port,
             protocol: proto::UDP,
         }
+    }
+
+    #[test]
+    fn over_the_socket_cap_closed_sockets_go_first_then_the_oldest() {
+        let clock = BootClock::new();
+        let mut t = SocketTable::new(clock);
+        t.set_limits(Limits {
+            max_sockets: 16,
+            max_processes: 1000,
+        });
+        let s = 10_000_000_000u64;
+        // 20 sockets, each of its own pid (4_000_000_000 + i: no such process, so /proc
+        // is not read); the five last created are closed.
+        for i in 0..20u64 {
+            let mut e = ev(kind::BIND, 100 + i, 4_000_000_000 + i as u32, s + i * 1000);
+            e.local_port = 6000 + i as u16;
+            t.apply(&e);
+        }
+        for i in 15..20u64 {
+            let mut e = ev(kind::CLOSE, 100 + i, 4_000_000_000 + i as u32, s + 50_000);
+            e.local_port = 6000 + i as u16;
+            t.apply(&e);
+        }
+        // A unix socket the send tracepoint saw (no inet family), created last.
+        let mut unix = ev(kind::SEND, 99, 4_000_000_099, s + 60_000);
+        unix.family = 0;
+        t.apply(&unix);
+        assert_eq!(t.len(), 21);
+        t.enforce_limits();
+        // Down to 14 (7/8 of 16): the non-inet one, the five closed ones, then the oldest
+        // open one.
+        assert_eq!(t.len(), 14);
+        assert_eq!(t.evictions().sockets, 7);
+        assert!(t.socket(99).is_none(), "the non-inet socket kept");
+        for i in 15..20 {
+            assert!(t.socket(100 + i).is_none(), "closed socket {i} kept");
+        }
+        assert!(t.socket(100).is_none(), "the oldest open socket kept");
+        assert!(t.socket(101).is_some() && t.socket(114).is_some());
+        // The index entries went with them: the evicted socket's port finds nothing.
+        let mut gone = ends(9);
+        gone.src_port = 6000;
+        assert!(t.lookup_tuple(&gone, clock.to_epoch_ns(s + 1)).is_none());
+        // Under the cap nothing more goes.
+        t.enforce_limits();
+        assert_eq!(t.evictions().sockets, 7);
+    }
+
+    #[test]
+    fn over_the_process_cap_processes_without_sockets_go_first() {
+        let clock = BootClock::new();
+        let mut t = SocketTable::new(clock);
+        t.set_limits(Limits {
+            max_sockets: 1000,
+            max_processes: 8,
+        });
+        let s = 10_000_000_000u64;
+        for i in 0..10u64 {
+            let mut e = ev(kind::BIND, 200 + i, 4_000_000_000 + i as u32, s + i * 1000);
+            e.local_port = 7000 + i as u16;
+            t.apply(&e);
+        }
+        assert_eq!(t.processes().len(), 10);
+        t.enforce_limits();
+        // 7 kept (7/8 of 8): all have sockets, so the oldest three go.
+        assert_eq!(t.processes().len(), 7);
+        assert_eq!(t.evictions().processes, 3);
+        assert!(t.processes().at(4_000_000_000, u64::MAX).is_none());
+        assert!(t.processes().at(4_000_000_009, u64::MAX).is_some());
     }
 
     #[test]
