@@ -1,29 +1,14 @@
 //! All cores: `report` and `creds` on 2 (and 3) workers print, byte for byte, what one core
 //! prints, on every public capture and on a generated mixed capture (hundreds of hosts,
 //! interleaved TCP and UDP streams, an idle time-out, a reused 5-tuple).
+mod common;
+use common::captures;
 mod analysis;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use analysis::{ACK, Ep, FIN, PSH, Pcap, SYN, tcp, udp};
 use apptag::report::{Options, analyze_bytes_threads};
-
-fn captures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
-        .collect();
-    v.sort();
-    assert!(
-        v.len() >= 10,
-        "public captures missing in {}",
-        dir.display()
-    );
-    v
-}
 
 fn dns_query(id: u16, name: &str) -> Vec<u8> {
     let mut q = Vec::new();

@@ -2,34 +2,14 @@
 //! equal tshark's `follow,tcp,raw` / `follow,udp,raw`, direction for direction, under
 //! tshark's stream numbers (streams in IP fragments included: defragmentation runs first);
 //! and `apptag follow --raw` prints exactly what tshark prints.
+mod common;
+use common::captures;
 mod analysis;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use analysis::*;
 use apptag::analysis::AnalysisConfig;
-
-fn captures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/captures")
-    };
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
-        .collect();
-    v.sort();
-    assert!(
-        v.len() >= 10,
-        "the public captures are in {}",
-        dir.display()
-    );
-    v
-}
 
 #[test]
 fn every_stream_equals_tshark_follow_direction_for_direction() {

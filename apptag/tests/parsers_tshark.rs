@@ -2,29 +2,10 @@
 //! `tshark -T fields` field for field, frame for frame; `apptag creds` equals
 //! `tshark -z credentials` where tshark knows the protocol, and tshark's own fields where
 //! it does not list credentials (POP3 AUTH PLAIN, SMTP MAIL FROM).
+mod common;
+use common::captures;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn captures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/captures")
-    };
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
-        .collect();
-    v.sort();
-    assert!(
-        v.len() >= 10,
-        "the public captures are in {}",
-        dir.display()
-    );
-    v
-}
 
 fn capture(name: &str) -> PathBuf {
     captures()

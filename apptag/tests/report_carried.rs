@@ -2,30 +2,12 @@
 //! status codes, TLS server names, DNS names asked, FTP files, SMTP senders and
 //! recipients) against tshark's fields on the same files, value for value and count for
 //! count, on every public capture in ../shared/captures.
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod common;
+use common::captures;
+use std::{collections::BTreeMap, path::Path, process::Command};
 
 use apptag::report::carried::Kind;
 use apptag::report::{Options, analyze};
-
-fn captures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
-        .collect();
-    v.sort();
-    assert!(
-        v.len() >= 10,
-        "public captures missing in {}",
-        dir.display()
-    );
-    v
-}
 
 const FIELDS: [&str; 11] = [
     "http.request.method",

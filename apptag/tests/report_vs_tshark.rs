@@ -1,30 +1,16 @@
 //! `apptag report` against Wireshark's tools on the public captures in ../shared/captures:
 //! conversations (tshark -z conv), totals (capinfos), names (tshark fields), and damaged
 //! files (what tshark still reads from them).
+mod common;
+use common::captures;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
 };
 
 use apptag::report::{Options, Report, analyze, analyze_bytes};
-
-fn captures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
-        .collect();
-    v.sort();
-    assert!(
-        v.len() >= 10,
-        "public captures missing in {}",
-        dir.display()
-    );
-    v
-}
 
 fn tool(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)

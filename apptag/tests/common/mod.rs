@@ -247,3 +247,20 @@ pub fn assert_tools_accept(path: &Path) {
         String::from_utf8_lossy(&c.stderr)
     );
 }
+
+/// Every public capture in ../shared/captures (pcap and pcapng), sorted by name.
+pub fn captures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    v.sort();
+    assert!(
+        v.len() >= 10,
+        "the public captures are in {}",
+        dir.display()
+    );
+    v
+}
