@@ -355,3 +355,41 @@ pub fn run_apptag(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .output()
         .expect("run apptag")
 }
+
+/// `python3 -m http.server` in `pair`'s namespace on `port`, serving `page` as /page.html
+/// from `dir`/www; returns once it accepts connections.
+pub fn http_server(
+    pair: &crate::netns::NetnsPair,
+    dir: &TempDir,
+    port: u16,
+    page: &[u8],
+) -> ChildGuard {
+    let www = dir.file("www");
+    std::fs::create_dir_all(&www).expect("www dir");
+    std::fs::write(www.join("page.html"), page).expect("page");
+    // The system interpreter: a version manager's shim would add a shell in front of it.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut cmd = pair.command(python);
+    cmd.args(["-m", "http.server", "--bind"])
+        .arg(pair.ns_ip.to_string())
+        .arg(port.to_string())
+        .arg("--directory")
+        .arg(&www);
+    let server = ChildGuard::spawn(cmd);
+    let addr = std::net::SocketAddr::new(std::net::IpAddr::V4(pair.ns_ip), port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "http.server in {} never listened on {addr}; stderr:\n{}",
+            pair.ns,
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}

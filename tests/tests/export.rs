@@ -6,7 +6,6 @@
 //! against tshark.
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Mutex, MutexGuard},
@@ -18,7 +17,7 @@ use apptag_integration_tests::{
     engines::{ClickHouse, python},
     netns::NetnsPair,
     require_root,
-    sensor::{ChildGuard, Sensor, TempDir, run_apptag},
+    sensor::{Sensor, TempDir, http_server, run_apptag},
     traffic_bin,
 };
 
@@ -34,29 +33,8 @@ const TCP_PORT: u16 = 19001;
 /// The records' host.name in these tests.
 const HOST: &str = "sensor-under-test";
 
-fn http_server(pair: &NetnsPair, dir: &TempDir) -> ChildGuard {
-    let www = dir.file("www");
-    std::fs::create_dir_all(&www).expect("www dir");
-    std::fs::write(www.join("page.html"), "x".repeat(3000)).expect("page");
-    let mut cmd = pair.command("python3");
-    cmd.args(["-m", "http.server", "--bind"])
-        .arg(pair.ns_ip.to_string())
-        .arg(HTTP_PORT.to_string())
-        .arg("--directory")
-        .arg(&www);
-    let server = ChildGuard::spawn(cmd);
-    let addr = SocketAddr::new(IpAddr::V4(pair.ns_ip), HTTP_PORT);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "http.server never listened; stderr:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
+/// The page the HTTP server serves.
+const SMALL_PAGE: &[u8] = &[b'x'; 3000];
 
 fn curl(pair: &NetnsPair) {
     let url = format!("http://{}:{HTTP_PORT}/page.html", pair.ns_ip);
@@ -84,7 +62,7 @@ fn capture_with(
     rounds: usize,
     during: &mut dyn FnMut(usize),
 ) -> (Vec<PathBuf>, String) {
-    let _http = http_server(pair, dir);
+    let _http = http_server(pair, dir, HTTP_PORT, SMALL_PAGE);
     let mut udp_rx = Traffic::start_with(
         pair.command(traffic_bin()),
         "udp-recv",

@@ -9,17 +9,16 @@ mod browser;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, SocketAddr, TcpStream},
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use apptag_integration_tests::{
     Traffic,
     netns::NetnsPair,
     require_root,
-    sensor::{ChildGuard, Sensor, TempDir, apptag_bin, run_apptag},
+    sensor::{Sensor, TempDir, apptag_bin, http_server, run_apptag},
     traffic_bin,
 };
 use browser::{Browser, Element, elements};
@@ -28,29 +27,8 @@ const HTTP_PORT: u16 = 18080;
 const CLOSED_PORT: u16 = 18081;
 const UDP_PORT: u16 = 19000;
 
-fn http_server(pair: &NetnsPair, dir: &TempDir) -> ChildGuard {
-    let www = dir.file("www");
-    std::fs::create_dir_all(&www).expect("www dir");
-    std::fs::write(www.join("page.html"), "x".repeat(3000)).expect("page");
-    let mut cmd = pair.command("python3");
-    cmd.args(["-m", "http.server", "--bind"])
-        .arg(pair.ns_ip.to_string())
-        .arg(HTTP_PORT.to_string())
-        .arg("--directory")
-        .arg(&www);
-    let server = ChildGuard::spawn(cmd);
-    let addr = SocketAddr::new(IpAddr::V4(pair.ns_ip), HTTP_PORT);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "http.server never listened; stderr:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
+/// The page the HTTP server serves.
+const SMALL_PAGE: &[u8] = &[b'x'; 3000];
 
 fn curl(args: &[&str], url: &str) -> bool {
     Command::new("curl")
@@ -129,7 +107,7 @@ fn tagged_capture_rows_are_the_reports_applications_and_processes_in_the_browser
     };
     let pair = NetnsPair::new(91);
     let dir = TempDir::new("report-html");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let mut udp_rx = Traffic::start_with(
         pair.command(traffic_bin()),
         "udp-recv",

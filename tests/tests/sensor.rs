@@ -3,7 +3,7 @@
 //! the file is judged by tshark, capinfos and tcpdump. The expected pids come from the
 //! kernel (the children the test spawns), never from apptag.
 use std::{
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::Path,
     process::{Command, Stdio},
     sync::{Mutex, MutexGuard},
@@ -21,7 +21,7 @@ use apptag_integration_tests::{
         tshark_packets,
     },
     require_root,
-    sensor::{ChildGuard, Sensor, TempDir, apptag_bin, run_apptag},
+    sensor::{ChildGuard, Sensor, TempDir, apptag_bin, http_server, run_apptag},
     traffic_bin,
 };
 
@@ -51,35 +51,8 @@ fn settle() {
 
 /// `python3 -m http.server` inside the namespace, serving a page small enough that tshark
 /// prints its byte counts exactly (it rounds to kB from 10 000 bytes on).
-fn http_server(pair: &NetnsPair, dir: &TempDir) -> ChildGuard {
-    let www = dir.file("www");
-    std::fs::create_dir_all(&www).expect("www dir");
-    std::fs::write(www.join("page.html"), "x".repeat(3000)).expect("page");
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let mut cmd = pair.command(python);
-    cmd.args(["-m", "http.server", "--bind"])
-        .arg(pair.ns_ip.to_string())
-        .arg(HTTP_PORT.to_string())
-        .arg("--directory")
-        .arg(&www);
-    let server = ChildGuard::spawn(cmd);
-    let addr = SocketAddr::new(IpAddr::V4(pair.ns_ip), HTTP_PORT);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "http.server in {} never listened on {addr}; stderr:\n{}",
-            pair.ns,
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
+/// The page the HTTP server serves.
+const SMALL_PAGE: &[u8] = &[b'x'; 3000];
 
 /// One `curl` of the page: its pid and the local port of its connection.
 fn curl(pair: &NetnsPair) -> (u32, u16) {
@@ -166,7 +139,7 @@ impl Mixed {
         let pair = NetnsPair::new(n);
         let dir = TempDir::new(name);
         let file = dir.file("mixed.pcapng");
-        let _http = http_server(&pair, &dir);
+        let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
         let mut udp_rx = in_ns(&pair, "udp-recv", &format!("{}:{UDP_PORT}", pair.ns_ip));
         udp_rx.get("listen");
         let mut tcp_srv = in_ns(&pair, "tcp-server", &format!("{}:{TCP_PORT}", pair.ns_ip));
@@ -649,7 +622,7 @@ fn pid_filter_keeps_only_that_process() {
     let dir = TempDir::new("pid");
     let ours_path = dir.file("apptag.pcapng");
     let all_path = dir.file("all.pcap");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let mut rx = in_ns(&pair, "udp-recv", &format!("{}:{UDP_PORT}", pair.ns_ip));
     rx.get("listen");
     let mut srv = in_ns(&pair, "tcp-server", &format!("{}:{TCP_PORT}", pair.ns_ip));
@@ -725,7 +698,7 @@ fn comm_filter_keeps_only_that_application() {
     let dir = TempDir::new("comm");
     let ours_path = dir.file("apptag.pcapng");
     let all_path = dir.file("all.pcap");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let mut srv = in_ns(&pair, "tcp-server", &format!("{}:{TCP_PORT}", pair.ns_ip));
     srv.get("listen");
     let sensor = Sensor::start(None, &ours_path, &["-i", &pair.host_if, "--comm", "curl"]);
@@ -908,7 +881,7 @@ fn file_survives_sigkill() {
     let pair = NetnsPair::new(8);
     let dir = TempDir::new("kill");
     let file = dir.file("killed.pcapng");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--app-interval", "0.5"]);
     let start = Instant::now();
     let mut curls = 0;
@@ -1009,7 +982,7 @@ fn a_full_disk_keeps_the_final_table_and_the_interface_statistics() {
     let _g = serial();
     let pair = NetnsPair::new(41);
     let dir = TempDir::new("fulldisk");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let _mnt = Tmpfs::mount(&dir.file("mnt"), "3m");
     let file = dir.file("mnt").join("full.pcapng");
     let port = 19400;
@@ -1101,7 +1074,7 @@ fn the_first_application_is_recorded_without_waiting_for_the_interval() {
     let _g = serial();
     let pair = NetnsPair::new(42);
     let dir = TempDir::new("early");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let file = dir.file("early.pcapng");
     // An interval far longer than the test: only the early block can hold curl.
     let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--app-interval", "600"]);
@@ -1174,7 +1147,7 @@ fn dropped_to_a_user_it_keeps_only_cap_sys_ptrace_and_still_attributes_and_rotat
     let _g = serial();
     let pair = NetnsPair::new(43);
     let dir = TempDir::new("dropz");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     // Rotated files are created by the user: the directory must be the user's.
     let cap_dir = dir.file("caps");
     std::fs::create_dir_all(&cap_dir).expect("mkdir");
@@ -1289,7 +1262,7 @@ fn capture_and_extract_files_are_private_whatever_the_umask() {
     let _g = serial();
     let pair = NetnsPair::new(44);
     let dir = TempDir::new("modes");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let file = dir.file("m.pcapng");
     let sensor = Sensor::start_cmd(
         with_umask_0(Command::new(apptag_bin())),
@@ -1470,7 +1443,7 @@ fn systemd_unit_verifies_and_its_exec_start_runs_as_the_unit_says() {
         );
     }
     let pair = NetnsPair::new(45);
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let (curl_pid, _) = curl(&pair);
     settle();
     let st = sensor.stop_with(libc::SIGTERM, Duration::from_secs(60));
@@ -1565,7 +1538,7 @@ fn count_and_duration_end_the_capture_by_themselves() {
     let _g = serial();
     let pair = NetnsPair::new(10);
     let dir = TempDir::new("count");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let file = dir.file("count.pcapng");
     let mut sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "-c", "5"]);
     // One curl makes more than 5 packets; more only if the first went by unseen.
@@ -1682,8 +1655,8 @@ fn two_interfaces_keep_each_packet_on_its_own_interface() {
     let b = NetnsPair::new(12);
     let dir = TempDir::new("two");
     let file = dir.file("two.pcapng");
-    let _ha = http_server(&a, &dir);
-    let _hb = http_server(&b, &dir);
+    let _ha = http_server(&a, &dir, HTTP_PORT, SMALL_PAGE);
+    let _hb = http_server(&b, &dir, HTTP_PORT, SMALL_PAGE);
     let sensor = Sensor::start(None, &file, &["-i", &a.host_if, "-i", &b.host_if]);
     let ca = curl(&a);
     let cb = curl(&b);
@@ -1738,7 +1711,7 @@ fn any_interface_packets_are_attributed() {
     let pair = NetnsPair::new(13);
     let dir = TempDir::new("any");
     let file = dir.file("any.pcapng");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let mut rx = in_ns(&pair, "udp-recv", &format!("{}:{UDP_PORT}", pair.ns_ip));
     rx.get("listen");
     // `any` sees the whole host: the filter keeps this test's traffic only.
@@ -1898,7 +1871,7 @@ fn snap_length_cuts_packets_like_tcpdump() {
     let dir = TempDir::new("snaplen");
     let ours_path = dir.file("apptag.pcapng");
     let theirs_path = dir.file("tcpdump.pcap");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let port = HTTP_PORT.to_string();
     let filter = ["tcp", "port", port.as_str()];
     let mut args = vec!["-i", pair.host_if.as_str(), "-s", "96"];
@@ -1941,7 +1914,7 @@ fn sigterm_stops_cleanly_with_a_summary_that_matches_the_file() {
     let pair = NetnsPair::new(16);
     let dir = TempDir::new("sigterm");
     let file = dir.file("term.pcapng");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let mut sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
     curl(&pair);
     settle();
@@ -1978,7 +1951,7 @@ fn many_parallel_short_connections_each_carry_their_pid() {
     let pair = NetnsPair::new(17);
     let dir = TempDir::new("many");
     let file = dir.file("many.pcapng");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
     let url = format!("http://{}:{HTTP_PORT}/page.html", pair.ns_ip);
     // All at once: new processes, new sockets and their first packets in a burst.
@@ -2049,7 +2022,7 @@ fn cgroup_filter_keeps_only_that_cgroup() {
     let dir = TempDir::new("cgroup");
     let ours_path = dir.file("apptag.pcapng");
     let all_path = dir.file("all.pcap");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let cg = TestCgroup::new("sensor");
     // The path as apptag shows it (apps JSON "cgroup"): relative to the cgroup v2 root.
     let root = apptag::sys::cgroup2_mount().expect("cgroup2 mounted");
@@ -2113,7 +2086,7 @@ fn rotated_files_each_describe_their_own_packets() {
     let _g = serial();
     let pair = NetnsPair::new(19);
     let dir = TempDir::new("rotate");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let file = dir.file("rot.pcapng");
     let sensor = Sensor::start(
         None,
@@ -2183,7 +2156,7 @@ fn size_rotation_with_a_file_count_keeps_a_ring_of_valid_files() {
     let _g = serial();
     let pair = NetnsPair::new(20);
     let dir = TempDir::new("ring");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let file = dir.file("ring.pcapng");
     // 0.01 MB: a few curls fill a file.
     let sensor = Sensor::start_waiting_for(
@@ -2229,7 +2202,7 @@ fn small_socket_cap_evicts_but_every_written_client_is_listed() {
     let pair = NetnsPair::new(21);
     let dir = TempDir::new("evict");
     let file = dir.file("evict.pcapng");
-    let _http = http_server(&pair, &dir);
+    let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let sensor = Sensor::start(
         None,
         &file,
