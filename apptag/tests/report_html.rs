@@ -14,7 +14,7 @@ use std::{
     process::Command,
 };
 
-use browser::{Browser, Element, elements, text_of_id};
+use browser::{Browser, Element, elements, epoch_ns, grid, text_of_id};
 
 const CAPTURES: &str = "/work/shared/captures";
 
@@ -68,12 +68,6 @@ fn tshark(file: &Path, args: &[&str]) -> String {
 }
 
 /// `1377201633.570191000` as nanoseconds.
-fn epoch_ns(s: &str) -> u64 {
-    let (sec, frac) = s.split_once('.').unwrap_or((s, "0"));
-    let frac = format!("{frac:0<9}");
-    sec.parse::<u64>().expect("seconds") * 1_000_000_000 + frac[..9].parse::<u64>().expect("ns")
-}
-
 /// What one cell should hold: bytes, packets, new connections, failures, credentials.
 type Want = BTreeMap<(String, u64), [u64; 5]>;
 
@@ -181,34 +175,6 @@ fn want_by_remote(fs: &[Frame], origin: u64, bucket_ns: u64, cred_frames: &[u64]
         }
     }
     want
-}
-
-/// The state rows of a dumped page, each with its cells.
-fn grid(dom: &str) -> (Element, Vec<(Element, Vec<Element>)>) {
-    let table = elements(dom, "table")
-        .into_iter()
-        .find(|t| t.attr("id") == Some("state-grid"))
-        .expect("the state grid rendered");
-    let rows: Vec<Element> = elements(dom, "tr")
-        .into_iter()
-        .filter(|r| r.has_class("state-row"))
-        .collect();
-    let cells: Vec<Element> = elements(dom, "rect")
-        .into_iter()
-        .filter(|r| r.has_class("cell"))
-        .collect();
-    let details = dom.find("id=\"details\"").unwrap_or(dom.len());
-    let mut out = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let end = rows.get(i + 1).map_or(details, |n| n.start);
-        let mine = cells
-            .iter()
-            .filter(|c| c.start > r.start && c.start < end)
-            .cloned()
-            .collect();
-        out.push((r.clone(), mine));
-    }
-    (table, out)
 }
 
 fn got_cells(rows: &[(Element, Vec<Element>)]) -> Want {

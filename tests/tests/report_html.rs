@@ -21,7 +21,7 @@ use apptag_integration_tests::{
     sensor::{Sensor, TempDir, apptag_bin, http_server, run_apptag},
     traffic_bin,
 };
-use browser::{Browser, Element, elements};
+use browser::{Browser, elements, epoch_ns, grid};
 
 const HTTP_PORT: u16 = 18080;
 const CLOSED_PORT: u16 = 18081;
@@ -60,43 +60,6 @@ fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>>
         .lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
-}
-
-fn epoch_ns(s: &str) -> u64 {
-    let (sec, frac) = s.split_once('.').unwrap_or((s, "0"));
-    let frac = format!("{frac:0<9}");
-    sec.parse::<u64>().expect("seconds") * 1_000_000_000 + frac[..9].parse::<u64>().expect("ns")
-}
-
-/// The rows of the state grid, each with its cells.
-fn grid(dom: &str) -> (Element, Vec<(Element, Vec<Element>)>) {
-    let table = elements(dom, "table")
-        .into_iter()
-        .find(|t| t.attr("id") == Some("state-grid"))
-        .expect("the state grid rendered");
-    let rows: Vec<Element> = elements(dom, "tr")
-        .into_iter()
-        .filter(|r| r.has_class("state-row"))
-        .collect();
-    let cells: Vec<Element> = elements(dom, "rect")
-        .into_iter()
-        .filter(|r| r.has_class("cell"))
-        .collect();
-    let details = dom.find("id=\"details\"").unwrap_or(dom.len());
-    let out = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let end = rows.get(i + 1).map_or(details, |n| n.start);
-            let mine = cells
-                .iter()
-                .filter(|c| c.start > r.start && c.start < end)
-                .cloned()
-                .collect();
-            (r.clone(), mine)
-        })
-        .collect();
-    (table, out)
 }
 
 #[test]

@@ -210,3 +210,41 @@ pub fn text_of_id(html: &str, id: &str) -> String {
     }
     unescape(&text)
 }
+
+/// The rows of the state grid, each with its cells.
+pub fn grid(dom: &str) -> (Element, Vec<(Element, Vec<Element>)>) {
+    let table = elements(dom, "table")
+        .into_iter()
+        .find(|t| t.attr("id") == Some("state-grid"))
+        .expect("the state grid rendered");
+    let rows: Vec<Element> = elements(dom, "tr")
+        .into_iter()
+        .filter(|r| r.has_class("state-row"))
+        .collect();
+    let cells: Vec<Element> = elements(dom, "rect")
+        .into_iter()
+        .filter(|r| r.has_class("cell"))
+        .collect();
+    let details = dom.find("id=\"details\"").unwrap_or(dom.len());
+    let out = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let end = rows.get(i + 1).map_or(details, |n| n.start);
+            let mine = cells
+                .iter()
+                .filter(|c| c.start > r.start && c.start < end)
+                .cloned()
+                .collect();
+            (r.clone(), mine)
+        })
+        .collect();
+    (table, out)
+}
+
+/// tshark's `frame.time_epoch` (seconds with a fraction) in nanoseconds.
+pub fn epoch_ns(s: &str) -> u64 {
+    let (sec, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let frac = format!("{frac:0<9}");
+    sec.parse::<u64>().expect("seconds") * 1_000_000_000 + frac[..9].parse::<u64>().expect("ns")
+}
