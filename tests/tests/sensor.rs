@@ -54,16 +54,16 @@ fn settle() {
 /// The page the HTTP server serves.
 const SMALL_PAGE: &[u8] = &[b'x'; 3000];
 
-/// One `curl` of the page: its pid and the local port of its connection.
-fn curl(pair: &NetnsPair) -> (u32, u16) {
+/// A `curl` of the page, started: it prints its connection's local port.
+fn spawn_curl(pair: &NetnsPair) -> std::process::Child {
     let url = format!("http://{}:{HTTP_PORT}/page.html", pair.ns_ip);
-    let child = Command::new("curl")
+    Command::new("curl")
         .args([
             "-s",
             "-o",
             "/dev/null",
             "--max-time",
-            "20",
+            "30",
             "-w",
             "%{local_port}",
         ])
@@ -71,15 +71,24 @@ fn curl(pair: &NetnsPair) -> (u32, u16) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn curl");
+        .expect("spawn curl")
+}
+
+/// A started `curl`'s pid and local port, once it has succeeded.
+fn curl_done(child: std::process::Child) -> (u32, u16) {
     let pid = child.id();
     let out = child.wait_with_output().expect("wait curl");
-    assert!(out.status.success(), "curl {url} failed: {}", out.status);
+    assert!(out.status.success(), "curl {pid} failed: {}", out.status);
     let port = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
         .expect("curl printed its local port");
     (pid, port)
+}
+
+/// One `curl` of the page: its pid and the local port of its connection.
+fn curl(pair: &NetnsPair) -> (u32, u16) {
+    curl_done(spawn_curl(pair))
 }
 
 /// A traffic scenario inside the namespace.
@@ -1953,40 +1962,9 @@ fn many_parallel_short_connections_each_carry_their_pid() {
     let file = dir.file("many.pcapng");
     let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
     let sensor = Sensor::start(None, &file, &["-i", &pair.host_if]);
-    let url = format!("http://{}:{HTTP_PORT}/page.html", pair.ns_ip);
     // All at once: new processes, new sockets and their first packets in a burst.
-    let children: Vec<_> = (0..20)
-        .map(|_| {
-            Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "30",
-                    "-w",
-                    "%{local_port}",
-                ])
-                .arg(&url)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawn curl")
-        })
-        .collect();
-    let curls: Vec<(u32, u16)> = children
-        .into_iter()
-        .map(|c| {
-            let pid = c.id();
-            let out = c.wait_with_output().expect("wait curl");
-            assert!(out.status.success(), "curl {pid} failed");
-            let port = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .expect("curl printed its local port");
-            (pid, port)
-        })
-        .collect();
+    let children: Vec<_> = (0..20).map(|_| spawn_curl(&pair)).collect();
+    let curls: Vec<(u32, u16)> = children.into_iter().map(curl_done).collect();
     settle();
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
@@ -2215,33 +2193,7 @@ fn small_socket_cap_evicts_but_every_written_client_is_listed() {
             "0.3",
         ],
     );
-    let url = format!("http://{}:{HTTP_PORT}/page.html", pair.ns_ip);
-    let mut curls: Vec<(u32, u16)> = Vec::new();
-    for _ in 0..300 {
-        let c = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "--max-time",
-                "30",
-                "-w",
-                "%{local_port}",
-            ])
-            .arg(&url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn curl");
-        let pid = c.id();
-        let out = c.wait_with_output().expect("wait curl");
-        assert!(out.status.success(), "curl {pid} failed");
-        let port = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("curl printed its local port");
-        curls.push((pid, port));
-    }
+    let curls: Vec<(u32, u16)> = (0..300).map(|_| curl(&pair)).collect();
     settle();
     let (st, err) = sensor.stop();
     assert!(st.success(), "apptag exited with {st}; stderr:\n{err}");
