@@ -76,6 +76,19 @@ impl Traffic {
         }
     }
 
+    /// A traffic server inside `pair`'s namespace on its address and `port`, once it
+    /// listens.
+    pub fn listening_in(pair: &netns::NetnsPair, scenario: &str, port: u16) -> Self {
+        let mut t = Self::start_with(
+            pair.command(traffic_bin()),
+            scenario,
+            &format!("{}:{port}", pair.ns_ip),
+            "",
+        );
+        t.get("listen");
+        t
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

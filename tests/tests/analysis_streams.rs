@@ -285,20 +285,8 @@ fn tagged_streams_name_their_application_and_equal_tshark_under_real_loss() {
     let sensor = Sensor::start(None, &file, &["-i", &pair.host_if, "--app-interval", "0.5"]);
     let (curl_pid, curl_port) = curl(&pair);
     // The small servers give up after a while: start them once the lossy fetch is done.
-    let mut udp_rx = Traffic::start_with(
-        pair.command(traffic_bin()),
-        "udp-recv",
-        &format!("{}:{UDP_PORT}", pair.ns_ip),
-        "",
-    );
-    udp_rx.get("listen");
-    let mut tcp_srv = Traffic::start_with(
-        pair.command(traffic_bin()),
-        "tcp-server",
-        &format!("{}:{TCP_PORT}", pair.ns_ip),
-        "",
-    );
-    tcp_srv.get("listen");
+    let mut udp_rx = Traffic::listening_in(&pair, "udp-recv", UDP_PORT);
+    let mut tcp_srv = Traffic::listening_in(&pair, "tcp-server", TCP_PORT);
     let mut udp = Traffic::start_with(
         Command::new(traffic_bin()),
         "udp-ping",

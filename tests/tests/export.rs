@@ -18,7 +18,6 @@ use apptag_integration_tests::{
     netns::NetnsPair,
     require_root,
     sensor::{Sensor, TempDir, http_server, run_apptag},
-    traffic_bin,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -63,20 +62,8 @@ fn capture_with(
     during: &mut dyn FnMut(usize),
 ) -> (Vec<PathBuf>, String) {
     let _http = http_server(pair, dir, HTTP_PORT, SMALL_PAGE);
-    let mut udp_rx = Traffic::start_with(
-        pair.command(traffic_bin()),
-        "udp-recv",
-        &format!("{}:{UDP_PORT}", pair.ns_ip),
-        "",
-    );
-    udp_rx.get("listen");
-    let mut tcp_srv = Traffic::start_with(
-        pair.command(traffic_bin()),
-        "tcp-server",
-        &format!("{}:{TCP_PORT}", pair.ns_ip),
-        "",
-    );
-    tcp_srv.get("listen");
+    let mut udp_rx = Traffic::listening_in(pair, "udp-recv", UDP_PORT);
+    let mut tcp_srv = Traffic::listening_in(pair, "tcp-server", TCP_PORT);
     let file = dir.file("cap.pcapng");
     let mut all = vec!["-i", &pair.host_if, "--app-interval", "0.5"];
     all.extend_from_slice(args);

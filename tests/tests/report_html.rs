@@ -19,7 +19,6 @@ use apptag_integration_tests::{
     netns::NetnsPair,
     require_root,
     sensor::{Sensor, TempDir, apptag_bin, http_server, run_apptag},
-    traffic_bin,
 };
 use browser::{Browser, elements, epoch_ns, grid};
 
@@ -71,13 +70,7 @@ fn tagged_capture_rows_are_the_reports_applications_and_processes_in_the_browser
     let pair = NetnsPair::new(91);
     let dir = TempDir::new("report-html");
     let _http = http_server(&pair, &dir, HTTP_PORT, SMALL_PAGE);
-    let mut udp_rx = Traffic::start_with(
-        pair.command(traffic_bin()),
-        "udp-recv",
-        &format!("{}:{UDP_PORT}", pair.ns_ip),
-        "",
-    );
-    udp_rx.get("listen");
+    let mut udp_rx = Traffic::listening_in(&pair, "udp-recv", UDP_PORT);
     let file = dir.file("cap.pcapng");
     let sensor = Sensor::start_waiting_for(
         Command::new(apptag_bin()),
