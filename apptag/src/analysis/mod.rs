@@ -17,6 +17,7 @@ pub mod apps;
 pub mod creds;
 pub mod defrag;
 pub mod fields;
+mod frames;
 pub mod parse;
 pub mod prefix;
 pub mod shard;

@@ -14,13 +14,14 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use rustc_hash::FxHashMap;
 
 use super::defrag::{DefragStats, DiscardCounts};
+use super::frames::{Frame, Frames};
 use super::stream::{Stream, StreamId, Transport};
 use super::subscribe::{AnalysisConfig, AnalysisError, Pipeline, Subscriber, Summary, sweeps_at};
 use super::tcp::ReassemblyStats;
-use crate::dissect::{self, Dissected};
+use crate::dissect::Dissected;
 use crate::model::Packet;
 use crate::report::ReportError;
-use crate::report::source::{Capture, Format, Record, Records};
+use crate::report::source::{Capture, Record};
 
 /// Frames handed to a worker at once (fewer channel operations).
 const BATCH: usize = 512;
@@ -235,16 +236,10 @@ where
     G: Fn(S) -> R + Sync,
 {
     let n = threads.max(1);
-    let mut records = Records::new(data)?;
-    let format = records.format();
-    let meta = if format == Format::Pcapng {
-        let mut rel = |o| release(o);
-        crate::report::collect_metadata(Records::new(data)?, &mut rel)
-    } else {
-        Default::default()
-    };
+    let mut rel = |o| release(o);
+    let (mut frames, meta) = Frames::open(data, &mut rel)?;
     let mut summary = Summary {
-        format: Some(format),
+        format: Some(frames.format()),
         ..Default::default()
     };
     let meta = &meta;
@@ -260,19 +255,9 @@ where
         // The sweep clock one core's reassembler keeps (see `Reassembler::sweep_due`).
         let every = cfg.reassembly.timeout_ns / 4;
         let mut last_sweep = 0u64;
-        let mut linktypes: Vec<u16> = Vec::new();
-        let mut frame = 0u64;
-        let mut next_release = crate::report::RELEASE_EVERY;
-        while let Some(rec) = records.next_record() {
-            match rec {
-                Ok(Record::Packet(p)) => {
-                    frame += 1;
-                    summary.bytes += u64::from(p.orig_len);
-                    let lt = linktypes
-                        .get(p.interface as usize)
-                        .copied()
-                        .unwrap_or(dissect::linktype::ETHERNET);
-                    let d = dissect::dissect(lt, p.data);
+        while let Some(f) = frames.next(&mut rel) {
+            match f {
+                Frame::Packet { frame, rec: p, d } => {
                     if frame == 1 {
                         for b in batches.iter_mut() {
                             b.push(Item::Origin(p.ts_ns));
@@ -288,30 +273,20 @@ where
                     let w = shard_of(&d, n);
                     batches[w].push(Item::Packet { frame, rec: p, d });
                     send(&txs[w], &mut batches[w], false);
-                    let off = records.offset();
-                    if off >= next_release {
-                        release(off);
-                        next_release = off + crate::report::RELEASE_EVERY;
-                    }
                 }
-                Ok(rec) => {
-                    if let Record::Interface(i) = &rec {
-                        linktypes.push(i.linktype);
-                    } else if let Record::Section = &rec {
-                        linktypes.clear();
-                    }
+                Frame::Block(rec) => {
                     batches[0].push(Item::Block(rec));
                     send(&txs[0], &mut batches[0], false);
                 }
-                Err(e) => {
-                    log::warn!("{e}");
+                Frame::Damage(e) => {
                     summary.problems.push(e.to_string());
                     batches[0].push(Item::Damage(e));
                     send(&txs[0], &mut batches[0], false);
                 }
             }
         }
-        summary.frames = frame;
+        summary.frames = frames.frame;
+        summary.bytes = frames.bytes;
         for w in 0..n {
             send(&txs[w], &mut batches[w], true);
         }

@@ -20,13 +20,14 @@ use super::apps::AppIndex;
 use super::defrag::{
     DatagramKey, DefragConfig, DefragOutcome, DefragStats, Defragmenter, DiscardReason,
 };
+use super::frames::{Frame, Frames};
 use super::stream::{Dir, Position, Stream};
 use super::tcp::{Input, Reassembler, ReassemblyConfig, ReassemblyStats, transport_of};
 use crate::dissect::{self, Dissected, Fragment};
 use crate::model::Packet;
 use crate::report::ReportError;
 use crate::report::aggregate::Metadata;
-use crate::report::source::{Capture, Format, Record, Records};
+use crate::report::source::{Capture, Format, Record};
 
 /// The states a packet enters on its way through the layers (the qcap paper's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -364,37 +365,25 @@ fn run(
     mut progress: Option<Progress<'_>>,
     release: &mut dyn FnMut(usize),
 ) -> Result<Summary, AnalysisError> {
-    let mut records = Records::new(data)?;
-    let format = records.format();
-    // apptag writes its final application table at the end of the file: gather it first.
-    let meta = if format == Format::Pcapng {
-        let mut rel = |o| release(o);
-        crate::report::collect_metadata(Records::new(data)?, &mut rel)
-    } else {
-        Default::default()
-    };
+    let (mut frames, meta) = Frames::open(data, release)?;
     sub.metadata(&meta);
     let mut pipe = Pipeline::new(cfg, &meta, sub);
     drop(meta);
     let mut summary = Summary {
-        format: Some(format),
+        format: Some(frames.format()),
         tagged: pipe.reasm_tagged,
         ..Default::default()
     };
-    let mut linktypes: Vec<u16> = Vec::new();
-    let mut frame = 0u64;
     let total = data.len() as u64;
-    let mut next_release = crate::report::RELEASE_EVERY;
-    while let Some(rec) = records.next_record() {
-        match rec {
-            Ok(Record::Packet(p)) => {
-                frame += 1;
-                summary.bytes += u64::from(p.orig_len);
-                let lt = linktypes
-                    .get(p.interface as usize)
-                    .copied()
-                    .unwrap_or(dissect::linktype::ETHERNET);
-                let d = dissect::dissect(lt, p.data);
+    let mut rel = |off: usize| {
+        release(off);
+        if let Some(p) = progress.as_mut() {
+            p(off as u64, total);
+        }
+    };
+    while let Some(f) = frames.next(&mut rel) {
+        match f {
+            Frame::Packet { frame, rec: p, d } => {
                 if frame == 1 {
                     sub.origin(p.ts_ns);
                 }
@@ -402,25 +391,9 @@ fn run(
                     pipe.reasm.sweep_at(p.ts_ns, sub);
                 }
                 pipe.packet(frame, &p, &d, sub);
-                let off = records.offset();
-                if off >= next_release {
-                    release(off);
-                    next_release = off + crate::report::RELEASE_EVERY;
-                    if let Some(p) = progress.as_mut() {
-                        p(off as u64, total);
-                    }
-                }
             }
-            Ok(rec) => {
-                match &rec {
-                    Record::Interface(i) => linktypes.push(i.linktype),
-                    Record::Section => linktypes.clear(),
-                    _ => {}
-                }
-                sub.block(&rec);
-            }
-            Err(e) => {
-                log::warn!("{e}");
+            Frame::Block(rec) => sub.block(&rec),
+            Frame::Damage(e) => {
                 sub.damage(&e);
                 summary.problems.push(e.to_string());
             }
@@ -430,7 +403,8 @@ fn run(
     if let Some(p) = progress.as_mut() {
         p(total, total);
     }
-    summary.frames = frame;
+    summary.frames = frames.frame;
+    summary.bytes = frames.bytes;
     // One pipeline: its peaks are the run's (not added to a default).
     pipe.fill(&mut summary);
     Ok(summary)
