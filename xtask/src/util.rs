@@ -44,6 +44,10 @@ pub fn cmd_ok(cmd: &mut Command) -> bool {
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
+    // A CI build is built once: incremental state would only take disk.
+    if std::env::var_os("CI").is_some() {
+        c.env("CARGO_INCREMENTAL", "0");
+    }
     c
 }
 
@@ -72,6 +76,7 @@ pub fn run_apptag(args: &[String]) -> Result<()> {
 }
 
 pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
+    warn_if_disk_short();
     if lint {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))
             .context("code is not formatted: run `cargo fmt --all`")?;
@@ -80,13 +85,19 @@ pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
     // to load programs; when not root they run under sudo.
     // The default members: everything but the kernel crate, which only builds for the
     // BPF target (apptag's build script builds it).
-    let mut args = vec!["test"];
+    // Examples are benches' drivers: clippy --all-targets checks that they compile, and
+    // leaving them out of the test build saves their link time and disk.
+    let mut args = vec!["test", "--lib", "--bins", "--tests"];
     if let Some(f) = filter {
         args.push("--");
         args.push(f);
     }
+    let doc = filter.is_none();
     if is_root() {
         run_cmd(cargo().args(&args))?;
+        if doc {
+            run_cmd(cargo().args(["test", "--doc"]))?;
+        }
     } else {
         let cargo_path = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         run_cmd(
@@ -106,4 +117,30 @@ pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
             .context("clippy found problems")?;
     }
     Ok(())
+}
+
+/// A build that runs out of disk fails inside the linker with an unhelpful signal; say up
+/// front when the target directory's file system is short.
+fn warn_if_disk_short() {
+    const NEED_MB: u64 = 6 * 1024;
+    let target = root().join("target");
+    let probe = if target.exists() { target } else { root() };
+    let out = Command::new("df").args(["-Pm"]).arg(&probe).output();
+    let free_mb = out.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+    });
+    if let Some(free) = free_mb.filter(|&f| f < NEED_MB) {
+        eprintln!(
+            "warning: {free} MB free under {}; a full test build needs about {NEED_MB} MB. \
+             Free some space (for example `cargo clean`) if the build fails in the linker.",
+            probe.display()
+        );
+    }
 }
