@@ -128,7 +128,7 @@ fn default_rates(frame: usize) -> Vec<Rate> {
 }
 
 /// A namespace with a veth pair to the host; both are removed on drop.
-struct Netns {
+pub(super) struct Netns {
     ns: String,
     host_if: String,
     peer_if: String,
@@ -141,7 +141,7 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl Netns {
-    fn new() -> Result<Netns> {
+    pub(super) fn new() -> Result<Netns> {
         let id = std::process::id() % 100_000;
         let sub = (id % 250) as u8;
         let n = Netns {
@@ -171,7 +171,23 @@ impl Netns {
         Ok(n)
     }
 
-    fn counter(&self, name: &str) -> u64 {
+    pub(super) fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    pub(super) fn host_if(&self) -> &str {
+        &self.host_if
+    }
+
+    pub(super) fn peer_if(&self) -> &str {
+        &self.peer_if
+    }
+
+    pub(super) fn host_ip(&self) -> [u8; 4] {
+        self.host_ip
+    }
+
+    pub(super) fn counter(&self, name: &str) -> u64 {
         fs::read_to_string(format!("/sys/class/net/{}/statistics/{name}", self.host_if))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -205,7 +221,7 @@ impl Drop for Netns {
 }
 
 /// trafgen packet description: one UDP/IPv4 frame of `len` bytes, peer -> host.
-fn trafgen_cfg(n: &Netns, len: usize) -> Result<String> {
+pub(super) fn trafgen_cfg(n: &Netns, len: usize) -> Result<String> {
     let bytes = |mac: String| {
         mac.split(':')
             .map(|b| format!("0x{b}"))
@@ -618,18 +634,22 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
-fn interrupted() -> bool {
+/// Ctrl-C ends the current run early instead of killing us, so the namespace and veth pair
+/// are always removed.
+pub(super) fn on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_interrupt as *const () as libc::sighandler_t) };
+    }
+}
+
+pub(super) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
-    // Ctrl-C ends the current run early instead of killing us, so the namespace and veth
-    // pair are always removed.
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(sig, on_interrupt as *const () as libc::sighandler_t) };
-    }
+    on_signals();
     if !util::is_root() {
         bail!("the capture benchmark needs root (network namespaces, packet sockets)");
     }

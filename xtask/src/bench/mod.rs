@@ -6,6 +6,7 @@ mod capture;
 mod export;
 mod pcapng;
 mod report;
+mod soak;
 
 use anyhow::Result;
 use clap::ValueEnum;
@@ -25,6 +26,9 @@ pub enum Name {
     Analysis,
     /// Flow-record export: records/s per encoding on one core (issue: fleets).
     Export,
+    /// The sensor for `--minutes N` (default 60) on one file under steady load and a stream
+    /// of short-lived clients: RSS over time, loss, attribution (issue: production hardening).
+    Soak,
 }
 
 pub fn run(name: Name, args: &[String]) -> Result<()> {
@@ -35,5 +39,6 @@ pub fn run(name: Name, args: &[String]) -> Result<()> {
         Name::Capture => capture::run(args),
         Name::Analysis => analysis::run(args),
         Name::Export => export::run(args),
+        Name::Soak => soak::run(args),
     }
 }
