@@ -10,7 +10,7 @@
 //! packet lost, every client attributed: its pid on its socket in the file's application
 //! records), and writes `soak-rss.csv` and `soak-rss.svg` into docs/ for BENCHMARKS.md.
 //! The capture file is deleted afterwards. The frame rate is bounded by disk: one hour at
-//! 100 kpps is about 40 GB.
+//! 100 kpps wrote about 62 GB here (17 MB/s), so `--dir` must have that much free.
 use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
@@ -334,8 +334,8 @@ fn soak(o: &Opts, n: &Netns, dir: &Path) -> Result<()> {
     let _ = writeln!(t, "| dropped by kernel (ring full) | {kdrop} |");
     let _ = writeln!(
         t,
-        "| lost inside apptag (received - written) | {} |",
-        received.saturating_sub(written)
+        "| lost inside apptag (captured - written) | {} |",
+        received.saturating_sub(kdrop).saturating_sub(written)
     );
     let _ = writeln!(t, "| capture file | {:.1} GB |", size as f64 / 1e9);
     let _ = writeln!(
@@ -358,7 +358,10 @@ fn soak(o: &Opts, n: &Netns, dir: &Path) -> Result<()> {
         t,
         "| RSS end vs 5 min | {growth:+.1}% (target within 10%) |"
     );
-    let ok = growth.abs() <= 10.0 && kdrop == 0 && received == written && right == clients.len();
+    let ok = growth.abs() <= 10.0
+        && kdrop == 0
+        && received.saturating_sub(kdrop) == written
+        && right == clients.len();
     let _ = writeln!(
         t,
         "\nVerdict: {}",
