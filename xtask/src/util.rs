@@ -55,6 +55,20 @@ pub fn build_release() -> Result<()> {
     run_cmd(cargo().args(["build", "--release", "--package", "apptag"]))
 }
 
+/// The release apptag and the test crate's traffic client, which benches run as real
+/// short-lived processes.
+pub fn build_release_and_traffic() -> Result<()> {
+    build_release()?;
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "apptag-integration-tests",
+        "--bin",
+        "apptag-traffic",
+    ]))
+}
+
 pub fn apptag_bin() -> PathBuf {
     root().join("target/release/apptag")
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{cargo, root, run_cmd};
+use crate::util::root;
 
 struct ModeResult {
     mode: &'static str,
@@ -25,15 +25,7 @@ struct ModeResult {
 
 pub fn run(args: &[String]) -> Result<()> {
     let n: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(1000);
-    run_cmd(cargo().args(["build", "--release", "-p", "apptag"]))?;
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "apptag-integration-tests",
-        "--bin",
-        "apptag-traffic",
-    ]))?;
+    crate::util::build_release_and_traffic()?;
     let server = echo_server()?;
     let mut results = Vec::new();
     for mode in ["ebpf", "procfs"] {
@@ -73,7 +65,7 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn echo_server() -> Result<SocketAddr> {
+pub(super) fn echo_server() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     std::thread::spawn(move || {

@@ -15,8 +15,8 @@ use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
     fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, UdpSocket},
+    io::{BufRead, BufReader},
+    net::{SocketAddr, UdpSocket},
     os::unix::process::CommandExt,
     path::Path,
     process::{Command, Stdio},
@@ -30,7 +30,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::capture::{Netns, interrupted, trafgen_cfg};
-use crate::util::{self, cargo, root, run_cmd};
+use crate::util::{self, root};
 
 struct Opts {
     minutes: f64,
@@ -66,25 +66,11 @@ fn rss_kb(pid: u32) -> Option<u64> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn echo_server() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let addr = l.local_addr()?;
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            let mut buf = [0u8; 64];
-            if let Ok(n) = c.read(&mut buf) {
-                let _ = c.write_all(&buf[..n]);
-            }
-        }
-    });
-    Ok(addr)
-}
-
-/// Short-lived clients, `per_sec` a second over a few threads, until `stop`. Each client's
-/// (pid, local port) is kept for the check against the file.
 /// (pid, local port) of each client that ran.
 type Done = Arc<Mutex<Vec<(u32, u16)>>>;
 
+/// Short-lived clients, `per_sec` a second over a few threads, until `stop`. Each client's
+/// (pid, local port) is kept for the check against the file.
 fn clients(
     server: SocketAddr,
     per_sec: u64,
@@ -143,15 +129,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if !util::is_root() {
         bail!("the soak loads kernel programs and makes a veth pair: run it as root");
     }
-    run_cmd(cargo().args(["build", "--release", "-p", "apptag"]))?;
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "apptag-integration-tests",
-        "--bin",
-        "apptag-traffic",
-    ]))?;
+    crate::util::build_release_and_traffic()?;
     super::capture::on_signals();
     let n = Netns::new()?;
     let dir = o.dir.join(format!("apptag-soak-{}", std::process::id()));
@@ -166,7 +144,7 @@ fn soak(o: &Opts, n: &Netns, dir: &Path) -> Result<()> {
     // The frames' destination: bound so that they are attributed, never read (the kernel
     // drops what overflows its buffer, after capture).
     let _sink = UdpSocket::bind((ip(n.host_ip()), 9)).context("binding the UDP sink")?;
-    let server = echo_server()?;
+    let server = super::attribution::echo_server()?;
     let file = dir.join("soak.pcapng");
     let bin = root().join("target/release/apptag");
     let mut sensor = Command::new(&bin)
